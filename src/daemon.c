@@ -1,0 +1,671 @@
+/* daemon.c — the job/daemon layer on one libuv loop. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <systemd/sd-daemon.h>
+#include <uv.h>
+
+#include "api.h"
+#include "config.h"
+#include "ledger.h"
+#include "log.h"
+#include "run.h"
+#include "schedule.h"
+#include "sftp.h"
+#include "state.h"
+#include "util.h"
+
+struct daemon;
+
+/* Configurations stay alive while a run started under them is active. */
+struct cfg_ref {
+	struct cfg *cfg;
+	int users;
+	struct cfg_ref *next;
+};
+
+struct job_rt {
+	struct daemon *d;
+	const struct cfg_job *job;
+	struct cfg_ref *cref;
+	struct ledger *ledger;
+	json_t *state;            /* STATE/jobs/JOB.json */
+	struct run *run;
+	uv_timer_t timer;
+	bool timer_open;
+	bool queued;              /* waiting for a max_parallel_jobs slot */
+	bool retired;             /* removed or replaced by a reload */
+	int64_t next_due_ms;      /* realtime */
+	struct cron_expr cron;
+	bool has_cron;
+	struct job_rt *next;
+};
+
+struct daemon {
+	uv_loop_t loop;
+	const struct daemon_opts *opts;
+	char *state_dir;
+	int lock_fd;
+	struct cfg_ref *crefs;
+	struct cfg_ref *current;
+	struct api_client *api;
+	struct job_rt *jobs;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t watchdog;
+	bool watchdog_on;
+	int running;
+	int runs_failed;
+	int runs_total;
+	bool stopping;
+	bool notify;
+	int exit_code;
+};
+
+static void maybe_start_queued(struct daemon *d);
+static void schedule_job(struct job_rt *jr, bool at_start);
+static void daemon_shutdown(struct daemon *d);
+
+/* ---- sd_notify ---------------------------------------------------------- */
+
+static void notify_status(struct daemon *d)
+{
+	size_t n = 0, failing = 0, paused = 0;
+	int64_t next = 0;
+	char nexts[40] = "none";
+
+	if (!d->notify)
+		return;
+	for (struct job_rt *jr = d->jobs; jr; jr = jr->next) {
+		if (jr->retired)
+			continue;
+		n++;
+		const char *o = json_string_value(json_object_get(json_object_get(jr->state, "last_run"), "outcome"));
+		if (o && strcmp(o, "succeeded") != 0)
+			failing++;
+		if (json_object_get(jr->state, "paused"))
+			paused++;
+		if (jr->next_due_ms && (!next || jr->next_due_ms < next))
+			next = jr->next_due_ms;
+	}
+	if (next)
+		util_format_time(next, nexts, sizeof(nexts));
+	sd_notifyf(0, "STATUS=%zu jobs, %d running, %zu failing, %zu paused; next run %s", n,
+		   d->running, failing, paused, nexts);
+}
+
+static void watchdog_cb(uv_timer_t *t)
+{
+	/* Sent from the loop itself: if the loop stalls, the pings stop. */
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* ---- config refs ---------------------------------------------------------- */
+
+static struct cfg_ref *cref_add(struct daemon *d, struct cfg *cfg)
+{
+	struct cfg_ref *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->cfg = cfg;
+	c->next = d->crefs;
+	d->crefs = c;
+	return c;
+}
+
+static void cref_gc(struct daemon *d)
+{
+	struct cfg_ref **pp = &d->crefs;
+	while (*pp) {
+		struct cfg_ref *c = *pp;
+		if (c != d->current && c->users == 0) {
+			*pp = c->next;
+			cfg_free(c->cfg);
+			free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+static void job_timer_closed(uv_handle_t *h)
+{
+	struct job_rt *jr = h->data;
+	ledger_free(jr->ledger);
+	json_decref(jr->state);
+	free(jr);
+}
+
+static void job_rt_free(struct job_rt *jr)
+{
+	if (jr->timer_open) {
+		jr->timer_open = false;
+		uv_close((uv_handle_t *)&jr->timer, job_timer_closed);
+	} else {
+		job_timer_closed((uv_handle_t *)&jr->timer);
+	}
+}
+
+static void unlink_job(struct daemon *d, struct job_rt *jr)
+{
+	for (struct job_rt **pp = &d->jobs; *pp; pp = &(*pp)->next) {
+		if (*pp == jr) {
+			*pp = jr->next;
+			return;
+		}
+	}
+}
+
+static void run_done(struct run *run, enum run_outcome outcome, void *ud)
+{
+	struct job_rt *jr = ud;
+	struct daemon *d = jr->d;
+
+	d->running--;
+	d->runs_total++;
+	if (outcome != RUN_SUCCEEDED)
+		d->runs_failed++;
+	if (d->opts->once)
+		printf("%s: run %s %s\n", jr->job->name, run_id(run), run_summary(run));
+	fflush(stdout);
+	run_free(run);
+	jr->run = NULL;
+	jr->cref->users--;
+	if (jr->retired) {
+		unlink_job(d, jr);
+		job_rt_free(jr);
+	}
+	cref_gc(d);
+	notify_status(d);
+	if (d->opts->once) {
+		maybe_start_queued(d);
+		if (d->running == 0) {
+			bool any_queued = false;
+			for (struct job_rt *j = d->jobs; j; j = j->next)
+				any_queued |= j->queued;
+			if (!any_queued)
+				daemon_shutdown(d);
+		}
+		return;
+	}
+	if (d->stopping) {
+		if (d->running == 0)
+			daemon_shutdown(d);
+		return;
+	}
+	maybe_start_queued(d);
+}
+
+static int start_job(struct job_rt *jr, enum run_trigger trigger)
+{
+	struct daemon *d = jr->d;
+	struct run_env env = {
+		.loop = &d->loop,
+		.api = d->api,
+		.state_dir = d->state_dir,
+		.ledger = jr->ledger,
+		.job_state = jr->state,
+		.dry_run = d->opts->dry_run,
+		.keep_runs = jr->cref->cfg->state.keep_runs,
+		.keep_runs_age_ms = jr->cref->cfg->state.keep_runs_age_ms,
+	};
+	const json_t *paused = json_object_get(jr->state, "paused");
+
+	if (paused && !d->opts->dry_run) {
+		log_msg(LOG_WARNING,
+			"%s: paused since authentication failed (%s); not run. Fix the apptoken, then "
+			"'xpimportctl resume %s'",
+			jr->job->name, json_string_value(json_object_get(paused, "reason")), jr->job->name);
+		return -EPERM;
+	}
+	jr->cref->users++;
+	d->running++;
+	int r = run_start(jr->job, &env, trigger, run_done, jr, &jr->run);
+	if (r < 0) {
+		jr->cref->users--;
+		d->running--;
+		log_msg(LOG_ERR, "%s: cannot start a run: %s", jr->job->name, strerror(-r));
+		return r;
+	}
+	notify_status(d);
+	return 0;
+}
+
+static void request_run(struct job_rt *jr, enum run_trigger trigger)
+{
+	struct daemon *d = jr->d;
+
+	if (jr->run) {
+		log_msg(LOG_NOTICE, "%s: a run is still active (%s); this one is coalesced into it",
+			jr->job->name, run_id(jr->run));
+		return;
+	}
+	if (d->running >= d->current->cfg->max_parallel_jobs) {
+		if (!jr->queued)
+			log_msg(LOG_INFO, "%s: due, waiting for a free slot (max_parallel_jobs %d)",
+				jr->job->name, d->current->cfg->max_parallel_jobs);
+		jr->queued = true;
+		return;
+	}
+	jr->queued = false;
+	if (start_job(jr, trigger) < 0 && d->opts->once) {
+		d->runs_failed++;
+	}
+}
+
+static void maybe_start_queued(struct daemon *d)
+{
+	for (struct job_rt *jr = d->jobs; jr && !d->stopping; jr = jr->next)
+		if (jr->queued && !jr->retired && d->running < d->current->cfg->max_parallel_jobs)
+			request_run(jr, d->opts->once ? TRIGGER_ONCE : TRIGGER_SCHEDULE);
+}
+
+static void job_timer_cb(uv_timer_t *t)
+{
+	struct job_rt *jr = t->data;
+	request_run(jr, TRIGGER_SCHEDULE);
+	schedule_job(jr, false);
+}
+
+static int64_t jitter_ms(int64_t max)
+{
+	uint64_t r = 0;
+	if (max <= 0 || getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return 0;
+	return (int64_t)(r % (uint64_t)(max + 1));
+}
+
+static void schedule_job(struct job_rt *jr, bool at_start)
+{
+	const struct cfg_job *job = jr->job;
+	int64_t now = util_now_ms(), due;
+
+	if (!job->enabled || jr->retired)
+		return;
+	if (at_start && job->schedule.run_at_start) {
+		due = now;
+	} else if (jr->has_cron) {
+		int64_t s = cron_next(&jr->cron, job->schedule.timezone, now / 1000);
+		if (s < 0) {
+			log_msg(LOG_WARNING, "%s: the cron expression never matches; job not scheduled",
+				job->name);
+			return;
+		}
+		due = s * 1000;
+	} else {
+		due = now + job->schedule.every_ms;
+	}
+	due += jitter_ms(job->schedule.jitter_ms);
+	jr->next_due_ms = due;
+	uv_timer_start(&jr->timer, job_timer_cb, (uint64_t)(due > now ? due - now : 0), 0);
+}
+
+/* Open the job's ledger and state; returns NULL and logs on failure. */
+static struct job_rt *job_rt_new(struct daemon *d, const struct cfg_job *job, struct cfg_ref *cref,
+				 int *err)
+{
+	struct job_rt *jr = calloc(1, sizeof(*jr));
+	char errbuf[512] = "";
+	bool torn = false;
+	int r;
+
+	if (!jr) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	jr->d = d;
+	jr->job = job;
+	jr->cref = cref;
+	r = ledger_open(d->state_dir, job->name, &jr->ledger, &torn, errbuf, sizeof(errbuf));
+	if (r < 0) {
+		log_msg(LOG_CRIT, "%s: %s", job->name, errbuf[0] ? errbuf : strerror(-r));
+		free(jr);
+		*err = r;
+		return NULL;
+	}
+	if (torn)
+		log_msg(LOG_WARNING,
+			"%s: %s — a crash while writing it; the file it described will be resumed",
+			job->name, errbuf);
+	char *path = state_path(d->state_dir, "jobs/%s.json", job->name);
+	if (path) {
+		r = state_read_json(path, &jr->state);
+		if (r == -EBADMSG)
+			log_msg(LOG_WARNING, "%s: job state %s is not valid JSON; starting afresh",
+				job->name, path);
+		free(path);
+	}
+	if (!jr->state || !json_is_object(jr->state)) {
+		json_decref(jr->state);
+		jr->state = json_object();
+	}
+	if (job->schedule.cron) {
+		char cerr[200];
+		if (cron_parse(job->schedule.cron, &jr->cron, cerr, sizeof(cerr)) == 0)
+			jr->has_cron = true;
+	}
+	uv_timer_init(&d->loop, &jr->timer);
+	jr->timer.data = jr;
+	jr->timer_open = true;
+	*err = 0;
+	return jr;
+}
+
+static bool job_selected(const struct daemon *d, const char *name)
+{
+	if (d->opts->n_jobs == 0)
+		return true;
+	for (size_t i = 0; i < d->opts->n_jobs; i++)
+		if (strcmp(d->opts->jobs[i], name) == 0)
+			return true;
+	return false;
+}
+
+static int build_jobs(struct daemon *d, struct cfg_ref *cref, struct job_rt **out)
+{
+	struct job_rt *head = NULL, **tail = &head;
+
+	for (size_t i = 0; i < cref->cfg->n_jobs; i++) {
+		const struct cfg_job *job = &cref->cfg->jobs[i];
+		int err = 0;
+		if (!job_selected(d, job->name))
+			continue;
+		/* A job that is running keeps its runtime (and ledger) across a reload. */
+		struct job_rt *jr = NULL;
+		for (struct job_rt *old = d->jobs; old; old = old->next)
+			if (!old->retired && old->run && strcmp(old->job->name, job->name) == 0)
+				jr = old;
+		if (jr)
+			continue;
+		jr = job_rt_new(d, job, cref, &err);
+		if (!jr) {
+			while (head) {
+				struct job_rt *n = head->next;
+				job_rt_free(head);
+				head = n;
+			}
+			return err;
+		}
+		*tail = jr;
+		tail = &jr->next;
+	}
+	*out = head;
+	return 0;
+}
+
+static void log_config_errors(const struct cfg_errors *errs, const char *msg_id)
+{
+	for (size_t i = 0; i < errs->n; i++)
+		log_event(LOG_ERR, msg_id, NULL, "%s", errs->msgs[i]);
+}
+
+static void reload(struct daemon *d)
+{
+	struct cfg *cfg = NULL;
+	struct cfg_errors errs = {0};
+	struct job_rt *fresh = NULL;
+
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, (uint64_t)util_mono_ms() * 1000);
+	int r = config_load(d->opts->config_path, &cfg, &errs);
+	if (r < 0) {
+		log_config_errors(&errs, XP_MSG_CONFIG_REJECTED);
+		log_event(LOG_ERR, XP_MSG_CONFIG_REJECTED, NULL,
+			  "configuration reload rejected (%zu error%s); still running the previous one",
+			  errs.n, errs.n == 1 ? "" : "s");
+		cfg_errors_free(&errs);
+		cfg_free(cfg);
+		sd_notify(0, "READY=1");
+		notify_status(d);
+		return;
+	}
+	struct cfg_ref *cref = cref_add(d, cfg);
+	if (!cref || build_jobs(d, cref, &fresh) < 0) {
+		log_event(LOG_ERR, XP_MSG_CONFIG_REJECTED, NULL,
+			  "configuration reload failed while opening job state; still running the previous one");
+		if (cref) {
+			cref->users = 0;
+		} else {
+			cfg_free(cfg);
+		}
+		cref_gc(d);
+		sd_notify(0, "READY=1");
+		return;
+	}
+	/* Retire the old runtimes; running ones finish under their old definition. */
+	for (struct job_rt *jr = d->jobs, *next; jr; jr = next) {
+		next = jr->next;
+		if (jr->run) {
+			jr->retired = true;
+			uv_timer_stop(&jr->timer);
+			continue;
+		}
+		unlink_job(d, jr);
+		job_rt_free(jr);
+	}
+	struct job_rt **tail = &d->jobs;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = fresh;
+	d->current = cref;
+	cref_gc(d);
+	for (struct job_rt *jr = fresh; jr; jr = jr->next)
+		schedule_job(jr, false);
+	log_event(LOG_NOTICE, XP_MSG_CONFIG_RELOADED, NULL, "configuration reloaded: %zu jobs",
+		  cfg->n_jobs);
+	sd_notify(0, "READY=1");
+	notify_status(d);
+}
+
+/* ---- shutdown ------------------------------------------------------------ */
+
+static void api_closed(void *ud)
+{
+	(void)ud;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void daemon_shutdown(struct daemon *d)
+{
+	for (struct job_rt *jr = d->jobs, *next; jr; jr = next) {
+		next = jr->next;
+		job_rt_free(jr);
+	}
+	d->jobs = NULL;
+	if (d->api) {
+		api_client_close(d->api, api_closed, d);
+		d->api = NULL;
+	}
+	uv_close((uv_handle_t *)&d->sig_term, NULL);
+	uv_close((uv_handle_t *)&d->sig_int, NULL);
+	uv_close((uv_handle_t *)&d->sig_hup, NULL);
+	if (d->watchdog_on)
+		uv_close((uv_handle_t *)&d->watchdog, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	struct daemon *d = s->data;
+
+	if (signum == SIGHUP) {
+		if (!d->opts->once)
+			reload(d);
+		return;
+	}
+	if (d->stopping) {
+		log_msg(LOG_WARNING, "second stop signal: cancelling the batches in flight");
+		if (d->api) {
+			api_client_close(d->api, api_closed, d);
+			d->api = NULL;
+		}
+		return;
+	}
+	d->stopping = true;
+	sd_notify(0, "STOPPING=1");
+	log_event(LOG_NOTICE, XP_MSG_DAEMON_STOPPING, NULL,
+		  "stopping: %d run%s active; batches in flight are finished and recorded", d->running,
+		  d->running == 1 ? "" : "s");
+	for (struct job_rt *jr = d->jobs; jr; jr = jr->next) {
+		jr->queued = false;
+		if (jr->timer_open)
+			uv_timer_stop(&jr->timer);
+		if (jr->run)
+			run_stop(jr->run);
+	}
+	if (d->running == 0)
+		daemon_shutdown(d);
+	else
+		d->exit_code = XP_EXIT_OK;
+}
+
+int daemon_main(const struct daemon_opts *opts)
+{
+	struct daemon d = {.opts = opts, .lock_fd = -1};
+	struct cfg *cfg = NULL;
+	struct cfg_errors errs = {0};
+	int r, exit_code = XP_EXIT_OK;
+
+	d.notify = getenv("NOTIFY_SOCKET") != NULL;
+	r = config_load(opts->config_path, &cfg, &errs);
+	if (r < 0) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.msgs[i]);
+		if (errs.n == 0)
+			fprintf(stderr, "%s: %s\n", opts->config_path, strerror(-r));
+		fprintf(stderr, "configuration invalid: %zu error%s\n", errs.n, errs.n == 1 ? "" : "s");
+		cfg_errors_free(&errs);
+		cfg_free(cfg);
+		return XP_EXIT_CONFIG;
+	}
+	for (size_t i = 0; i < opts->n_jobs; i++) {
+		if (!cfg_find_job(cfg, opts->jobs[i])) {
+			fprintf(stderr, "xpimportd: no job named '%s' in %s\n", opts->jobs[i],
+				cfg->jobs_directory);
+			cfg_free(cfg);
+			return XP_EXIT_USAGE;
+		}
+	}
+	d.state_dir = strdup(opts->state_dir);
+	r = state_init(d.state_dir);
+	if (r < 0) {
+		log_msg(LOG_CRIT, "state directory %s is unusable: %s", d.state_dir, strerror(-r));
+		exit_code = XP_EXIT_STATE;
+		goto out_cfg;
+	}
+	r = state_lock(d.state_dir, false, &d.lock_fd);
+	if (r == -EWOULDBLOCK) {
+		log_msg(LOG_CRIT,
+			"another xpimportd (or 'xpimportctl import') holds the state directory %s; "
+			"exiting without changing anything",
+			d.state_dir);
+		exit_code = XP_EXIT_LOCKED;
+		goto out_cfg;
+	} else if (r < 0) {
+		log_msg(LOG_CRIT, "cannot lock the state directory %s: %s", d.state_dir, strerror(-r));
+		exit_code = XP_EXIT_STATE;
+		goto out_cfg;
+	}
+	uv_loop_init(&d.loop);
+	sftp_global_init();
+	r = api_client_new(&d.loop, &d.api);
+	if (r < 0) {
+		log_msg(LOG_CRIT, "cannot initialise the HTTP client: %s", strerror(-r));
+		exit_code = XP_EXIT_STATE;
+		goto out_loop;
+	}
+	d.current = cref_add(&d, cfg);
+	cfg = NULL;
+	r = build_jobs(&d, d.current, &d.jobs);
+	if (r < 0) {
+		exit_code = XP_EXIT_STATE;
+		api_client_close(d.api, api_closed, &d);
+		d.api = NULL;
+		goto out_run;
+	}
+	uv_signal_init(&d.loop, &d.sig_term);
+	uv_signal_init(&d.loop, &d.sig_int);
+	uv_signal_init(&d.loop, &d.sig_hup);
+	d.sig_term.data = d.sig_int.data = d.sig_hup.data = &d;
+	uv_signal_start(&d.sig_term, on_signal, SIGTERM);
+	uv_signal_start(&d.sig_int, on_signal, SIGINT);
+	uv_signal_start(&d.sig_hup, on_signal, SIGHUP);
+
+	if (opts->once) {
+		bool any = false;
+		for (struct job_rt *jr = d.jobs; jr; jr = jr->next) {
+			if (!jr->job->enabled && opts->n_jobs == 0)
+				continue;
+			any = true;
+			jr->queued = true;
+		}
+		if (!any) {
+			log_msg(LOG_WARNING, "no enabled jobs to run");
+			daemon_shutdown(&d);
+		} else {
+			maybe_start_queued(&d);
+			if (d.running == 0) {
+				bool q = false;
+				for (struct job_rt *jr = d.jobs; jr; jr = jr->next)
+					q |= jr->queued;
+				if (!q)
+					daemon_shutdown(&d);
+			}
+		}
+	} else {
+		uint64_t wd_usec = 0;
+		for (struct job_rt *jr = d.jobs; jr; jr = jr->next)
+			schedule_job(jr, true);
+		if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+			uv_timer_init(&d.loop, &d.watchdog);
+			d.watchdog_on = true;
+			uv_timer_start(&d.watchdog, watchdog_cb, wd_usec / 2000, wd_usec / 2000);
+			uv_unref((uv_handle_t *)&d.watchdog);
+		}
+		log_event(LOG_INFO, XP_MSG_DAEMON_STARTED, NULL, "xpimportd %s started: %zu jobs, state %s",
+			  XP_VERSION, d.current->cfg->n_jobs, d.state_dir);
+		sd_notify(0, "READY=1");
+		notify_status(&d);
+	}
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	if (opts->once && d.runs_failed > 0)
+		exit_code = XP_EXIT_RUN_FAILED;
+out_run:
+	/* Everything must have been closed; uv_loop_close() returning 0 proves it. */
+	uv_walk(&d.loop, close_walk, NULL);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	r = uv_loop_close(&d.loop);
+	if (r != 0)
+		log_msg(LOG_ERR, "internal error: handles left open at exit (%s)", uv_strerror(r));
+	while (d.crefs) {
+		struct cfg_ref *c = d.crefs;
+		d.crefs = c->next;
+		cfg_free(c->cfg);
+		free(c);
+	}
+	sftp_global_cleanup();
+	state_unlock(d.lock_fd);
+	free(d.state_dir);
+	return exit_code;
+out_loop:
+	uv_loop_close(&d.loop);
+	sftp_global_cleanup();
+out_cfg:
+	if (d.lock_fd >= 0)
+		state_unlock(d.lock_fd);
+	cfg_free(cfg);
+	free(d.state_dir);
+	return exit_code;
+}
