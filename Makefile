@@ -106,6 +106,16 @@ check: all check-unit check-man check-fuzz check-integration
 demo: all
 	$(PYTHON) tests/demo.py
 
+# The reliability and security suite (crash loops, fault injection, bad input, leaks):
+# figures printed at the end and kept in tests/RELIABILITY.md.
+check-reliability: all
+	$(PYTEST) -q -p no:cacheprovider -s tests/reliability
+
+# Benchmarks (not part of check): BENCH_ROWS=N for bigger runs; writes tests/bench/RESULTS.md.
+BENCH_ROWS ?= 1000000
+bench: all
+	BENCH_ROWS=$(BENCH_ROWS) $(PYTHON) tests/bench/bench.py
+
 install: all
 	install -d $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) $(DESTDIR)$(mandir)/man1 \
 	  $(DESTDIR)$(mandir)/man5 $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(unitdir) \
