@@ -27,8 +27,10 @@ import yaml
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
-XPIMPORTD = REPO / "src" / "xpimportd"
-XPIMPORTCTL = REPO / "src" / "xpimportctl"
+# XP_BIN_DIR runs the tests against another build (e.g. an --enable-sanitizers tree).
+BIN_DIR = Path(os.environ.get("XP_BIN_DIR") or (REPO / "src"))
+XPIMPORTD = BIN_DIR / "xpimportd"
+XPIMPORTCTL = BIN_DIR / "xpimportctl"
 FAKEAPI_PY = TESTS_DIR / "fakeapi" / "fakeapi.py"
 PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
