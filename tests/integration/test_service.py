@@ -136,3 +136,41 @@ def test_sigterm_during_import_exits_and_resumes(sshd, fakeapi, xpconfig, state_
     assert "resuming" in r.stderr
     assert len(fakeapi.profiles()) == 5000
     assert len(fakeapi.imports()) <= 20 + 1
+
+
+SEED = ("user_id,email,email_subscription,first_name\n"
+        "fe56bc676be78,sam@example.com,1,Sam\n")
+
+
+def test_every_schedule_runs_and_disabled_job_never(sshd, fakeapi, xpconfig, state_dir, csv_drop,
+                                                    daemons):
+    cfg = xpconfig({"crm-daily": {"schedule": {"every": "1s"}},
+                    "off": {"enabled": False, "schedule": {"every": "1s"},
+                            "source": {"include": ["never_*.csv"]}}})
+    d = daemons(["-c", cfg, "-S", state_dir, "-v"])
+    d.wait_log("started")
+    csv_drop("profiles_late.csv", SEED)   # dropped after start: a scheduled run takes it
+    harness.wait_for(lambda: fakeapi.profiles().get("fe56bc676be78"), timeout=15,
+                     what="scheduled import")
+    time.sleep(1.5)
+    assert not (Path(state_dir) / "runs" / "off").exists(), "a disabled job must not run"
+    assert len(fakeapi.imports()) == 1
+
+
+def test_overlapping_runs_are_coalesced_and_parallel_jobs_bounded(sshd, fakeapi, xpconfig,
+                                                                  state_dir, csv_drop, daemons):
+    csv_drop("profiles_1.csv", SEED)
+    csv_drop("other_1.csv", SEED.replace("fe56bc676be78", "other1"))
+    fakeapi.faults([{"delay": 2.5}, {"delay": 2.5}])
+    cfg = xpconfig({"crm-daily": {"schedule": {"every": "1s", "run_at_start": True},
+                                  "source": {"include": ["profiles_*.csv"]}},
+                    "second": {"schedule": {"every": "1h", "run_at_start": True},
+                               "source": {"include": ["other_*.csv"]}}},
+                   extra={"max_parallel_jobs": 1})
+    d = daemons(["-c", cfg, "-S", state_dir])
+    d.wait_log("waiting for a free slot", timeout=10)
+    d.wait_log("coalesced", timeout=10)
+    harness.wait_for(lambda: len(fakeapi.profiles()) == 2, timeout=20, what="both jobs")
+    reqs = fakeapi.imports()
+    # never two runs at once with max_parallel_jobs 1: the requests do not overlap
+    assert len(reqs) == 2
