@@ -71,6 +71,7 @@ FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-re
 FUZZ_SRCS = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,tests/fuzz/bin/%,$(FUZZ_SRCS))
 FUZZ_OBJS = $(patsubst src/%.c,tests/fuzz/bin/obj/%.o,$(LIB_SRCS))
+.SECONDARY: $(FUZZ_OBJS)
 
 tests/fuzz/bin/obj/%.o: src/%.c $(HEADERS) config.mk
 	@mkdir -p $(dir $@)
