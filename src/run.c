@@ -684,7 +684,8 @@ static void after_connect(struct run *run)
 	if (run->work_rc < 0) {
 		const char *msg_id = XP_MSG_RUN_FAILED;
 		char fp[200] = "";
-		if (run->serr.kind == SFTP_ERR_HOSTKEY_UNKNOWN || run->serr.kind == SFTP_ERR_HOSTKEY_CHANGED) {
+		if (run->serr.kind == SFTP_ERR_HOSTKEY_UNKNOWN || run->serr.kind == SFTP_ERR_HOSTKEY_CHANGED ||
+		    run->serr.kind == SFTP_ERR_HOSTKEY_TYPE) {
 			msg_id = XP_MSG_HOSTKEY_REFUSED;
 			snprintf(fp, sizeof(fp), "FINGERPRINT=%s", run->serr.fingerprint);
 		} else if (run->serr.kind == SFTP_ERR_AUTH) {

@@ -68,7 +68,7 @@
 #ifndef SFTP_READ_CHUNK
 #define SFTP_READ_CHUNK (256 * 1024) /* per libssh2_sftp_read: libssh2 keeps 4x this in flight */
 #endif
-#define SFTP_MAX_LIST_ENTRIES 200000      /* one listing, recursion included */
+#define SFTP_MAX_LIST_ENTRIES 200000 /* one listing, recursion included */
 #define SFTP_MAX_LIST_DEPTH 32
 #define SFTP_MAX_PATH 4096
 #define SFTP_MAX_KNOWN_HOSTS (4 * 1024 * 1024)
@@ -83,12 +83,12 @@ static const struct {
 	int knownhost_key; /* LIBSSH2_KNOWNHOST_KEY_* */
 	int hostkey_type;  /* LIBSSH2_HOSTKEY_TYPE_* */
 } key_types[] = {
-	{ "ssh-ed25519", LIBSSH2_KNOWNHOST_KEY_ED25519, LIBSSH2_HOSTKEY_TYPE_ED25519 },
-	{ "ecdsa-sha2-nistp256", LIBSSH2_KNOWNHOST_KEY_ECDSA_256, LIBSSH2_HOSTKEY_TYPE_ECDSA_256 },
-	{ "ecdsa-sha2-nistp384", LIBSSH2_KNOWNHOST_KEY_ECDSA_384, LIBSSH2_HOSTKEY_TYPE_ECDSA_384 },
-	{ "ecdsa-sha2-nistp521", LIBSSH2_KNOWNHOST_KEY_ECDSA_521, LIBSSH2_HOSTKEY_TYPE_ECDSA_521 },
-	{ "ssh-rsa", LIBSSH2_KNOWNHOST_KEY_SSHRSA, LIBSSH2_HOSTKEY_TYPE_RSA },
-	{ "ssh-dss", LIBSSH2_KNOWNHOST_KEY_SSHDSS, LIBSSH2_HOSTKEY_TYPE_DSS },
+    {"ssh-ed25519", LIBSSH2_KNOWNHOST_KEY_ED25519, LIBSSH2_HOSTKEY_TYPE_ED25519},
+    {"ecdsa-sha2-nistp256", LIBSSH2_KNOWNHOST_KEY_ECDSA_256, LIBSSH2_HOSTKEY_TYPE_ECDSA_256},
+    {"ecdsa-sha2-nistp384", LIBSSH2_KNOWNHOST_KEY_ECDSA_384, LIBSSH2_HOSTKEY_TYPE_ECDSA_384},
+    {"ecdsa-sha2-nistp521", LIBSSH2_KNOWNHOST_KEY_ECDSA_521, LIBSSH2_HOSTKEY_TYPE_ECDSA_521},
+    {"ssh-rsa", LIBSSH2_KNOWNHOST_KEY_SSHRSA, LIBSSH2_HOSTKEY_TYPE_RSA},
+    {"ssh-dss", LIBSSH2_KNOWNHOST_KEY_SSHDSS, LIBSSH2_HOSTKEY_TYPE_DSS},
 };
 
 struct sftp_conn {
@@ -101,12 +101,12 @@ struct sftp_conn {
 	int fd;
 	LIBSSH2_SESSION *session;
 	LIBSSH2_SFTP *sftp;
-	int64_t deadline_ms;   /* monotonic; wait_socket() fails after it */
-	int64_t deadline_span; /* what the deadline was set to, for messages */
-	bool timed_out;        /* the last failure was our deadline */
-	bool broken;           /* a timeout or socket error: no graceful close */
+	int64_t deadline_ms;         /* monotonic; wait_socket() fails after it */
+	int64_t deadline_span;       /* what the deadline was set to, for messages */
+	bool timed_out;              /* the last failure was our deadline */
+	bool broken;                 /* a timeout or socket error: no graceful close */
 	const char *kbdint_password; /* only during keyboard-interactive auth */
-	union alloc_hdr *allocs; /* every live libssh2 allocation of this session */
+	union alloc_hdr *allocs;     /* every live libssh2 allocation of this session */
 };
 
 /* ------------------------------------------------------------------ */
@@ -153,7 +153,7 @@ static uint32_t get_u32(const unsigned char *p)
 
 /* Read an SSH "string" at *pos; false if it runs past len. */
 static bool get_string(const unsigned char *buf, size_t len, size_t *pos, const unsigned char **s,
-		       size_t *s_len)
+                       size_t *s_len)
 {
 	uint32_t n;
 
@@ -322,7 +322,8 @@ int sftp_private_key_type(const char *data, size_t len, char *out, size_t out_le
 		 * passphrase keeps OpenSSL from ever prompting on a terminal. */
 		static char no_passphrase[] = "";
 		BIO *bio = BIO_new_mem_buf(begin, (int)(len - (size_t)(begin - data)));
-		EVP_PKEY *pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, no_passphrase) : NULL;
+		EVP_PKEY *pkey =
+		    bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, no_passphrase) : NULL;
 		int id = pkey ? EVP_PKEY_get_base_id(pkey) : EVP_PKEY_NONE;
 		int rc = -ENOENT;
 
@@ -345,28 +346,28 @@ int sftp_private_key_type(const char *data, size_t len, char *out, size_t out_le
 const char *sftp_status_text(unsigned long status)
 {
 	static const char *const text[] = {
-		[LIBSSH2_FX_OK] = "success",
-		[LIBSSH2_FX_EOF] = "end of file",
-		[LIBSSH2_FX_NO_SUCH_FILE] = "no such file",
-		[LIBSSH2_FX_PERMISSION_DENIED] = "permission denied",
-		[LIBSSH2_FX_FAILURE] = "failure",
-		[LIBSSH2_FX_BAD_MESSAGE] = "bad message",
-		[LIBSSH2_FX_NO_CONNECTION] = "no connection",
-		[LIBSSH2_FX_CONNECTION_LOST] = "connection lost",
-		[LIBSSH2_FX_OP_UNSUPPORTED] = "operation not supported by the server",
-		[LIBSSH2_FX_INVALID_HANDLE] = "invalid handle",
-		[LIBSSH2_FX_NO_SUCH_PATH] = "no such path",
-		[LIBSSH2_FX_FILE_ALREADY_EXISTS] = "file already exists",
-		[LIBSSH2_FX_WRITE_PROTECT] = "write protected",
-		[LIBSSH2_FX_NO_MEDIA] = "no media",
-		[LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM] = "no space left on the server's file system",
-		[LIBSSH2_FX_QUOTA_EXCEEDED] = "quota exceeded",
-		[LIBSSH2_FX_UNKNOWN_PRINCIPAL] = "unknown principal",
-		[LIBSSH2_FX_LOCK_CONFLICT] = "lock conflict",
-		[LIBSSH2_FX_DIR_NOT_EMPTY] = "directory not empty",
-		[LIBSSH2_FX_NOT_A_DIRECTORY] = "not a directory",
-		[LIBSSH2_FX_INVALID_FILENAME] = "invalid file name",
-		[LIBSSH2_FX_LINK_LOOP] = "too many symbolic links",
+	    [LIBSSH2_FX_OK] = "success",
+	    [LIBSSH2_FX_EOF] = "end of file",
+	    [LIBSSH2_FX_NO_SUCH_FILE] = "no such file",
+	    [LIBSSH2_FX_PERMISSION_DENIED] = "permission denied",
+	    [LIBSSH2_FX_FAILURE] = "failure",
+	    [LIBSSH2_FX_BAD_MESSAGE] = "bad message",
+	    [LIBSSH2_FX_NO_CONNECTION] = "no connection",
+	    [LIBSSH2_FX_CONNECTION_LOST] = "connection lost",
+	    [LIBSSH2_FX_OP_UNSUPPORTED] = "operation not supported by the server",
+	    [LIBSSH2_FX_INVALID_HANDLE] = "invalid handle",
+	    [LIBSSH2_FX_NO_SUCH_PATH] = "no such path",
+	    [LIBSSH2_FX_FILE_ALREADY_EXISTS] = "file already exists",
+	    [LIBSSH2_FX_WRITE_PROTECT] = "write protected",
+	    [LIBSSH2_FX_NO_MEDIA] = "no media",
+	    [LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM] = "no space left on the server's file system",
+	    [LIBSSH2_FX_QUOTA_EXCEEDED] = "quota exceeded",
+	    [LIBSSH2_FX_UNKNOWN_PRINCIPAL] = "unknown principal",
+	    [LIBSSH2_FX_LOCK_CONFLICT] = "lock conflict",
+	    [LIBSSH2_FX_DIR_NOT_EMPTY] = "directory not empty",
+	    [LIBSSH2_FX_NOT_A_DIRECTORY] = "not a directory",
+	    [LIBSSH2_FX_INVALID_FILENAME] = "invalid file name",
+	    [LIBSSH2_FX_LINK_LOOP] = "too many symbolic links",
 	};
 
 	if (status < XP_ARRAY_SIZE(text) && text[status])
@@ -487,8 +488,8 @@ int sftp_error_from_libssh2(int rc, unsigned long sftp_status, enum sftp_err_kin
 }
 
 void sftp_hostkey_error(struct sftp_error *err, enum sftp_err_kind kind, bool revoked,
-			const char *site_name, const char *host, int port, const char *key_type,
-			const char *fingerprint, const char *known_hosts_file)
+                        const char *site_name, const char *host, int port, const char *key_type,
+                        const char *fingerprint, const char *known_hosts_file)
 {
 	char hp[300];
 
@@ -498,32 +499,32 @@ void sftp_hostkey_error(struct sftp_error *err, enum sftp_err_kind kind, bool re
 	util_strlcpy(err->fingerprint, fingerprint, sizeof(err->fingerprint));
 	if (revoked) {
 		snprintf(err->message, sizeof(err->message),
-			 "host key for %s (%s %s) is marked @revoked in %s; this may be an attack "
-			 "(someone intercepting the connection); do not connect until the "
-			 "server's administrator confirms its current key",
-			 hp, key_type, fingerprint, known_hosts_file);
+		         "host key for %s (%s %s) is marked @revoked in %s; this may be an attack "
+		         "(someone intercepting the connection); do not connect until the "
+		         "server's administrator confirms its current key",
+		         hp, key_type, fingerprint, known_hosts_file);
 	} else if (kind == SFTP_ERR_HOSTKEY_CHANGED) {
 		snprintf(err->message, sizeof(err->message),
-			 "host key for %s has CHANGED (now %s %s) and does not match %s; this "
-			 "may be an attack (someone intercepting the connection); verify the new "
-			 "key out of band, remove the old entry, then run 'xpimportctl trust %s'",
-			 hp, key_type, fingerprint, known_hosts_file, site_name);
+		         "host key for %s has CHANGED (now %s %s) and does not match %s; this "
+		         "may be an attack (someone intercepting the connection); verify the new "
+		         "key out of band, remove the old entry, then run 'xpimportctl trust %s'",
+		         hp, key_type, fingerprint, known_hosts_file, site_name);
 	} else if (kind == SFTP_ERR_HOSTKEY_TYPE) {
 		snprintf(err->message, sizeof(err->message),
-			 "host key for %s is of type %s (%s), but %s has only keys of other types "
-			 "for this host; verify it out of band, then run 'xpimportctl trust %s'",
-			 hp, key_type, fingerprint, known_hosts_file, site_name);
+		         "host key for %s is of type %s (%s), but %s has only keys of other types "
+		         "for this host; verify it out of band, then run 'xpimportctl trust %s'",
+		         hp, key_type, fingerprint, known_hosts_file, site_name);
 	} else if (known_hosts_file) {
 		snprintf(err->message, sizeof(err->message),
-			 "host key for %s is not known (%s %s); verify it out of band, then run "
-			 "'xpimportctl trust %s'",
-			 hp, key_type, fingerprint, site_name);
+		         "host key for %s is not known (%s %s); verify it out of band, then run "
+		         "'xpimportctl trust %s'",
+		         hp, key_type, fingerprint, site_name);
 	} else {
 		snprintf(err->message, sizeof(err->message),
-			 "host key for %s (%s %s) matches none of site '%s' host_key_sha256 pins; "
-			 "verify it out of band, then add it to host_key_sha256 or run "
-			 "'xpimportctl trust %s'",
-			 hp, key_type, fingerprint, site_name, site_name);
+		         "host key for %s (%s %s) matches none of site '%s' host_key_sha256 pins; "
+		         "verify it out of band, then add it to host_key_sha256 or run "
+		         "'xpimportctl trust %s'",
+		         hp, key_type, fingerprint, site_name, site_name);
 	}
 }
 
@@ -535,9 +536,8 @@ static void clear_error(struct sftp_error *err)
 	memset(err, 0, sizeof(*err));
 }
 
-__attribute__((format(printf, 4, 5))) static int set_error(struct sftp_error *err,
-							    enum sftp_err_kind kind, int rc,
-							    const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int
+set_error(struct sftp_error *err, enum sftp_err_kind kind, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -545,15 +545,36 @@ __attribute__((format(printf, 4, 5))) static int set_error(struct sftp_error *er
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
+	/* Names and method lists come from the server: no control
+	 * characters into the journal. */
+	for (char *p = err->message; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return rc;
+}
+
+/* After a timeout or a lost connection libssh2's state is undefined: every
+ * later operation fails at once until the caller reconnects. */
+static int check_usable(struct sftp_conn *c, struct sftp_error *err)
+{
+	char hp[300];
+
+	clear_error(err);
+	if (!c->broken)
+		return 0;
+	format_hostport(hp, sizeof(hp), c->host, c->port);
+	return set_error(err, SFTP_ERR_CONNECT, -ENOTCONN,
+	                 "the connection to %s was lost earlier; reconnect first", hp);
 }
 
 /* A libssh2 failure `lrc` (SFTP status `status` for
  * LIBSSH2_ERROR_SFTP_PROTOCOL) while doing `fmt` (a verb phrase such as
  * "list '/in'"): convert it in sftp_error_from_libssh2(), fill err with a
  * sentence and return the negative errno. */
-__attribute__((format(printf, 5, 0))) static int vconn_fail(struct sftp_conn *c, struct sftp_error *err, int lrc, unsigned long status,
-		      const char *fmt, va_list ap)
+__attribute__((format(printf, 5, 0))) static int vconn_fail(struct sftp_conn *c,
+                                                            struct sftp_error *err, int lrc,
+                                                            unsigned long status, const char *fmt,
+                                                            va_list ap)
 {
 	char what[SFTP_MAX_PATH + 64], reason[256], hp[300];
 	enum sftp_err_kind kind;
@@ -567,10 +588,10 @@ __attribute__((format(printf, 5, 0))) static int vconn_fail(struct sftp_conn *c,
 	vsnprintf(what, sizeof(what), fmt, ap);
 	if (lrc == LIBSSH2_ERROR_TIMEOUT && c->timed_out) {
 		snprintf(reason, sizeof(reason), "no response for %g s",
-			 (double)c->deadline_span / 1000.0);
+		         (double)c->deadline_span / 1000.0);
 	} else if (lrc == LIBSSH2_ERROR_SFTP_PROTOCOL) {
 		snprintf(reason, sizeof(reason), "%s (SFTP status %lu)", sftp_status_text(status),
-			 status);
+		         status);
 	} else {
 		char *msg = NULL;
 
@@ -590,9 +611,8 @@ __attribute__((format(printf, 5, 0))) static int vconn_fail(struct sftp_conn *c,
 	return set_error(err, kind, rc, "cannot %s on %s: %s", what, hp, reason);
 }
 
-__attribute__((format(printf, 4, 5))) static int conn_fail(struct sftp_conn *c,
-							    struct sftp_error *err, int lrc,
-							    const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int
+conn_fail(struct sftp_conn *c, struct sftp_error *err, int lrc, const char *fmt, ...)
 {
 	unsigned long status = 0;
 	va_list ap;
@@ -607,9 +627,9 @@ __attribute__((format(printf, 4, 5))) static int conn_fail(struct sftp_conn *c,
 }
 
 __attribute__((format(printf, 5, 6))) static int conn_fail_status(struct sftp_conn *c,
-								   struct sftp_error *err, int lrc,
-								   unsigned long status,
-								   const char *fmt, ...)
+                                                                  struct sftp_error *err, int lrc,
+                                                                  unsigned long status,
+                                                                  const char *fmt, ...)
 {
 	va_list ap;
 	int rc;
@@ -643,7 +663,7 @@ static int wait_socket(struct sftp_conn *c)
 {
 	int64_t now = util_mono_ms();
 	int64_t timeout = c->deadline_ms - now;
-	struct pollfd pfd = { .fd = c->fd };
+	struct pollfd pfd = {.fd = c->fd};
 	int dirs, r;
 
 	if (timeout <= 0) {
@@ -677,23 +697,23 @@ static int wait_socket(struct sftp_conn *c)
 }
 
 /* Call an int-returning libssh2 function until it stops saying EAGAIN. */
-#define RETRY(c, rc, call)                                                                       \
-	do {                                                                                     \
-		while (((rc) = (call)) == LIBSSH2_ERROR_EAGAIN && ((rc) = wait_socket(c)) == 0) \
-			;                                                                        \
+#define RETRY(c, rc, call)                                                                         \
+	do {                                                                                       \
+		while (((rc) = (call)) == LIBSSH2_ERROR_EAGAIN && ((rc) = wait_socket(c)) == 0)    \
+			;                                                                          \
 	} while (0)
 
 /* The same for a pointer-returning one; on NULL, rc is the libssh2 error. */
-#define RETRY_PTR(c, ptr, rc, call)                                                    \
-	do {                                                                           \
-		(rc) = 0;                                                              \
-		while (!((ptr) = (call))) {                                            \
-			(rc) = libssh2_session_last_errno((c)->session);               \
-			if ((rc) != LIBSSH2_ERROR_EAGAIN || ((rc) = wait_socket(c)) != 0) \
-				break;                                                 \
-		}                                                                      \
-		if (!(ptr) && (rc) == 0)                                               \
-			(rc) = LIBSSH2_ERROR_SOCKET_NONE;                              \
+#define RETRY_PTR(c, ptr, rc, call)                                                                \
+	do {                                                                                       \
+		(rc) = 0;                                                                          \
+		while (!((ptr) = (call))) {                                                        \
+			(rc) = libssh2_session_last_errno((c)->session);                           \
+			if ((rc) != LIBSSH2_ERROR_EAGAIN || ((rc) = wait_socket(c)) != 0)          \
+				break;                                                             \
+		}                                                                                  \
+		if (!(ptr) && (rc) == 0)                                                           \
+			(rc) = LIBSSH2_ERROR_SOCKET_NONE;                                          \
 	} while (0)
 
 /* ------------------------------------------------------------------ */
@@ -844,7 +864,7 @@ static struct sftp_conn *conn_new(const struct cfg_site *site)
 /* Non-blocking connect to each address in turn, timeout_ms for them all. */
 static int tcp_connect(struct sftp_conn *c, int64_t timeout_ms, struct sftp_error *err)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
 	int64_t deadline = util_mono_ms() + timeout_ms;
 	char port_str[12], hp[300];
@@ -855,8 +875,9 @@ static int tcp_connect(struct sftp_conn *c, int64_t timeout_ms, struct sftp_erro
 	snprintf(port_str, sizeof(port_str), "%d", c->port);
 	gai = getaddrinfo(c->host, port_str, &hints, &res);
 	if (gai != 0)
-		return set_error(err, SFTP_ERR_CONNECT, -EHOSTUNREACH, "cannot resolve host '%s': %s",
-				 c->host, gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+		return set_error(err, SFTP_ERR_CONNECT, -EHOSTUNREACH,
+		                 "cannot resolve host '%s': %s", c->host,
+		                 gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
 	for (struct addrinfo *ai = res; ai && c->fd < 0; ai = ai->ai_next) {
 		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		int64_t left;
@@ -875,7 +896,7 @@ static int tcp_connect(struct sftp_conn *c, int64_t timeout_ms, struct sftp_erro
 			continue;
 		}
 		for (;;) {
-			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
 			int r;
 
 			left = deadline - util_mono_ms();
@@ -898,6 +919,8 @@ static int tcp_connect(struct sftp_conn *c, int64_t timeout_ms, struct sftp_erro
 					last_errno = so_error;
 			} else if (r < 0) {
 				last_errno = errno;
+			} else {
+				timed_out = true;
 			}
 			break;
 		}
@@ -909,10 +932,11 @@ static int tcp_connect(struct sftp_conn *c, int64_t timeout_ms, struct sftp_erro
 	freeaddrinfo(res);
 	if (c->fd < 0 && timed_out)
 		return set_error(err, SFTP_ERR_TIMEOUT, -ETIMEDOUT,
-				 "connecting to %s timed out after %lld ms", hp, (long long)timeout_ms);
+		                 "connecting to %s timed out after %lld ms", hp,
+		                 (long long)timeout_ms);
 	if (c->fd < 0)
 		return set_error(err, SFTP_ERR_CONNECT, -last_errno, "cannot connect to %s: %s", hp,
-				 strerror(last_errno));
+		                 strerror(last_errno));
 	/* SFTP read requests are small packets sent while data is in flight;
 	 * Nagle would hold them back for an ACK. */
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -923,7 +947,8 @@ static int session_new(struct sftp_conn *c, struct sftp_error *err)
 {
 	c->session = libssh2_session_init_ex(ssh_alloc, ssh_free, ssh_realloc, c);
 	if (!c->session)
-		return set_error(err, SFTP_ERR_IO, -ENOMEM, "cannot create an SSH session: out of memory");
+		return set_error(err, SFTP_ERR_IO, -ENOMEM,
+		                 "cannot create an SSH session: out of memory");
 	libssh2_session_set_blocking(c->session, 0);
 	return 0;
 }
@@ -956,7 +981,8 @@ static int get_host_key(struct sftp_conn *c, struct host_key *hk, struct sftp_er
 	if (!hk->blob)
 		return conn_fail(c, err, LIBSSH2_ERROR_HOSTKEY_INIT, "get the server's host key");
 	if (sftp_blob_key_type(hk->blob, hk->len, hk->type_name, sizeof(hk->type_name)) < 0 ||
-	    sftp_fingerprint_sha256(hk->blob, hk->len, hk->fingerprint, sizeof(hk->fingerprint)) < 0)
+	    sftp_fingerprint_sha256(hk->blob, hk->len, hk->fingerprint, sizeof(hk->fingerprint)) <
+	        0)
 		return conn_fail(c, err, LIBSSH2_ERROR_PROTO, "read the server's host key");
 	return 0;
 }
@@ -1041,7 +1067,7 @@ static int known_hosts_line(struct known_hosts *k, char *line)
 }
 
 static int known_hosts_load(struct sftp_conn *c, const char *path, struct known_hosts *k,
-			    struct sftp_error *err)
+                            struct sftp_error *err)
 {
 	char name[300], *line = NULL;
 	size_t cap = 0, total = 0;
@@ -1054,27 +1080,28 @@ static int known_hosts_load(struct sftp_conn *c, const char *path, struct known_
 		return set_error(err, SFTP_ERR_IO, -ENOMEM, "cannot load %s: out of memory", path);
 	f = fopen(path, "re");
 	if (!f && errno != ENOENT) /* a missing file is an empty one: the key is unknown */
-		return set_error(err, SFTP_ERR_CONFIG, -errno, "cannot read known_hosts file %s: %s",
-				 path, strerror(errno));
+		return set_error(err, SFTP_ERR_CONFIG, -errno,
+		                 "cannot read known_hosts file %s: %s", path, strerror(errno));
 	while (f && (n = getline(&line, &cap, f)) >= 0) {
 		total += (size_t)n;
 		if (total > SFTP_MAX_KNOWN_HOSTS) {
 			rc = set_error(err, SFTP_ERR_CONFIG, -EFBIG,
-				       "known_hosts file %s is larger than %d bytes", path,
-				       SFTP_MAX_KNOWN_HOSTS);
+			               "known_hosts file %s is larger than %d bytes", path,
+			               SFTP_MAX_KNOWN_HOSTS);
 			goto out;
 		}
 		if (n > SFTP_MAX_KNOWN_HOSTS_LINE)
 			continue;
 		line[strcspn(line, "\r\n")] = '\0';
 		if (known_hosts_line(k, line) < 0) {
-			rc = set_error(err, SFTP_ERR_IO, -ENOMEM, "cannot load %s: out of memory", path);
+			rc = set_error(err, SFTP_ERR_IO, -ENOMEM, "cannot load %s: out of memory",
+			               path);
 			goto out;
 		}
 	}
 	if (f && ferror(f)) {
-		rc = set_error(err, SFTP_ERR_CONFIG, -EIO, "cannot read known_hosts file %s: %s", path,
-			       strerror(errno));
+		rc = set_error(err, SFTP_ERR_CONFIG, -EIO, "cannot read known_hosts file %s: %s",
+		               path, strerror(errno));
 		goto out;
 	}
 	/* Which key types are listed for this host: a key that cannot match
@@ -1082,10 +1109,10 @@ static int known_hosts_load(struct sftp_conn *c, const char *path, struct known_
 	known_hosts_name(name, sizeof(name), c->host, c->port);
 	for (size_t i = 0; i < XP_ARRAY_SIZE(key_types); i++) {
 		int r = libssh2_knownhost_checkp(k->kh, name, -1, "-", 1,
-						 LIBSSH2_KNOWNHOST_TYPE_PLAIN |
-							 LIBSSH2_KNOWNHOST_KEYENC_BASE64 |
-							 key_types[i].knownhost_key,
-						 NULL);
+		                                 LIBSSH2_KNOWNHOST_TYPE_PLAIN |
+		                                     LIBSSH2_KNOWNHOST_KEYENC_BASE64 |
+		                                     key_types[i].knownhost_key,
+		                                 NULL);
 		k->present[i] = r == LIBSSH2_KNOWNHOST_CHECK_MISMATCH;
 		k->any_present |= k->present[i];
 	}
@@ -1113,7 +1140,7 @@ static void hostkey_prefs(const struct known_hosts *k, char *buf, size_t size)
 			if (pass == 1 && key_types[i].hostkey_type == LIBSSH2_HOSTKEY_TYPE_DSS)
 				continue;
 			len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? "," : "",
-						key_types[i].name);
+			                        key_types[i].name);
 			if (len >= size)
 				return;
 		}
@@ -1122,7 +1149,7 @@ static void hostkey_prefs(const struct known_hosts *k, char *buf, size_t size)
 
 /* Accept the host key or refuse it, before anything is authenticated. */
 static int verify_host_key(struct sftp_conn *c, const struct cfg_site *site,
-			   const struct known_hosts *k, struct sftp_error *err)
+                           const struct known_hosts *k, struct sftp_error *err)
 {
 	enum sftp_err_kind kind = SFTP_ERR_HOSTKEY_UNKNOWN;
 	struct host_key hk;
@@ -1138,8 +1165,9 @@ static int verify_host_key(struct sftp_conn *c, const struct cfg_site *site,
 	for (size_t i = 0; k->kh && i < k->n_revoked; i++) {
 		if (strcmp(k->revoked[i], b64) == 0) {
 			free(b64);
-			sftp_hostkey_error(err, SFTP_ERR_HOSTKEY_CHANGED, true, c->site_name, c->host,
-					   c->port, hk.type_name, hk.fingerprint, site->known_hosts_file);
+			sftp_hostkey_error(err, SFTP_ERR_HOSTKEY_CHANGED, true, c->site_name,
+			                   c->host, c->port, hk.type_name, hk.fingerprint,
+			                   site->known_hosts_file);
 			return -EKEYREVOKED;
 		}
 	}
@@ -1160,13 +1188,13 @@ static int verify_host_key(struct sftp_conn *c, const struct cfg_site *site,
 		 * OpenSSH only uses for port 22. */
 		known_hosts_name(name, sizeof(name), c->host, c->port);
 		r = libssh2_knownhost_checkp(k->kh, name, -1, b64, strlen(b64),
-					     LIBSSH2_KNOWNHOST_TYPE_PLAIN |
-						     LIBSSH2_KNOWNHOST_KEYENC_BASE64 | key_bit,
-					     &entry);
+		                             LIBSSH2_KNOWNHOST_TYPE_PLAIN |
+		                                 LIBSSH2_KNOWNHOST_KEYENC_BASE64 | key_bit,
+		                             &entry);
 		if (r == LIBSSH2_KNOWNHOST_CHECK_MATCH)
 			ok = true;
 		else if (r == LIBSSH2_KNOWNHOST_CHECK_MISMATCH && entry &&
-			 (entry->typemask & LIBSSH2_KNOWNHOST_KEY_MASK) == key_bit)
+		         (entry->typemask & LIBSSH2_KNOWNHOST_KEY_MASK) == key_bit)
 			kind = SFTP_ERR_HOSTKEY_CHANGED;
 		else if (k->any_present)
 			kind = SFTP_ERR_HOSTKEY_TYPE;
@@ -1175,7 +1203,7 @@ static int verify_host_key(struct sftp_conn *c, const struct cfg_site *site,
 	if (ok)
 		return 0;
 	sftp_hostkey_error(err, kind, false, c->site_name, c->host, c->port, hk.type_name,
-			   hk.fingerprint, k->kh ? site->known_hosts_file : NULL);
+	                   hk.fingerprint, k->kh ? site->known_hosts_file : NULL);
 	return kind == SFTP_ERR_HOSTKEY_CHANGED ? -EKEYREJECTED : -ENOKEY;
 }
 
@@ -1203,24 +1231,24 @@ static void secrets_free(struct secrets *s)
 }
 
 static int read_secret(const char *path, size_t max, char **out, size_t *len,
-		       struct sftp_error *err)
+                       struct sftp_error *err)
 {
 	int rc = util_read_secret(path, max, out, len);
 
 	if (rc == -EPERM)
 		return set_error(err, SFTP_ERR_CONFIG, rc,
-				 "refusing secret file %s: it is readable or writable by group or "
-				 "others (chmod 600 %s)",
-				 path, path);
+		                 "refusing secret file %s: it is readable or writable by group or "
+		                 "others (chmod 600 %s)",
+		                 path, path);
 	if (rc == -EFBIG)
 		return set_error(err, SFTP_ERR_CONFIG, rc,
-				 "secret file %s is too large (more than %zu bytes)", path, max);
+		                 "secret file %s is too large (more than %zu bytes)", path, max);
 	if (rc == -EINVAL)
 		return set_error(err, SFTP_ERR_CONFIG, rc, "secret file %s is not a regular file",
-				 path);
+		                 path);
 	if (rc < 0)
 		return set_error(err, SFTP_ERR_CONFIG, rc, "cannot read secret file %s: %s", path,
-				 strerror(-rc));
+		                 strerror(-rc));
 	return 0;
 }
 
@@ -1231,38 +1259,39 @@ static int secrets_load(const struct cfg_site *site, struct secrets *s, struct s
 
 	if (site->private_key_file) {
 		rc = read_secret(site->private_key_file, SFTP_MAX_PRIVATE_KEY, &s->key, &s->key_len,
-				 err);
+		                 err);
 		if (rc < 0)
 			return rc;
 		rc = sftp_private_key_type(s->key, s->key_len, type, sizeof(type));
 		if (rc == -EINVAL)
-			return set_error(err, SFTP_ERR_CONFIG, rc,
-					 "%s does not hold a private key (expected an OpenSSH or PEM "
-					 "private key file)",
-					 site->private_key_file);
+			return set_error(
+			    err, SFTP_ERR_CONFIG, rc,
+			    "%s does not hold a private key (expected an OpenSSH or PEM "
+			    "private key file)",
+			    site->private_key_file);
 		if (rc == 0 && (strcmp(type, "ssh-rsa") == 0 || strcmp(type, "ssh-dss") == 0))
-			return set_error(err, SFTP_ERR_CONFIG, -EOPNOTSUPP,
-					 "private key %s is an %s key, which xpimportd cannot use: "
-					 "its libssh2 (1.10) signs RSA keys only with SHA-1 (ssh-rsa), "
-					 "which current servers refuse; use an ed25519 or ECDSA key "
-					 "(ssh-keygen -t ed25519)",
-					 site->private_key_file,
-					 strcmp(type, "ssh-rsa") == 0 ? "RSA" : "DSA");
+			return set_error(
+			    err, SFTP_ERR_CONFIG, -EOPNOTSUPP,
+			    "private key %s is an %s key, which xpimportd cannot use: "
+			    "its libssh2 (1.10) signs RSA keys only with SHA-1 (ssh-rsa), "
+			    "which current servers refuse; use an ed25519 or ECDSA key "
+			    "(ssh-keygen -t ed25519)",
+			    site->private_key_file, strcmp(type, "ssh-rsa") == 0 ? "RSA" : "DSA");
 		if (site->passphrase_file) {
 			rc = read_secret(site->passphrase_file, SFTP_MAX_PASSWORD, &s->passphrase,
-					 &s->passphrase_len, err);
+			                 &s->passphrase_len, err);
 			if (rc < 0)
 				return rc;
 		}
 	} else if (site->password_file) {
 		rc = read_secret(site->password_file, SFTP_MAX_PASSWORD, &s->password,
-				 &s->password_len, err);
+		                 &s->password_len, err);
 		if (rc < 0)
 			return rc;
 	} else {
 		return set_error(err, SFTP_ERR_CONFIG, -EINVAL,
-				 "site '%s' has neither private_key_file nor password_file",
-				 site->name ? site->name : "?");
+		                 "site '%s' has neither private_key_file nor password_file",
+		                 site->name ? site->name : "?");
 	}
 	return 0;
 }
@@ -1309,11 +1338,11 @@ static int auth_refused(struct sftp_conn *c, struct sftp_error *err, const char 
 
 	format_hostport(hp, sizeof(hp), c->host, c->port);
 	return set_error(err, SFTP_ERR_AUTH, -EACCES, "authentication as '%s' to %s failed (%s)",
-			 c->user, hp, method);
+	                 c->user, hp, method);
 }
 
 static int authenticate(struct sftp_conn *c, const struct cfg_site *site, const struct secrets *s,
-			struct sftp_error *err)
+                        struct sftp_error *err)
 {
 	unsigned int user_len = (unsigned int)strlen(c->user);
 	const char *method;
@@ -1332,38 +1361,39 @@ static int authenticate(struct sftp_conn *c, const struct cfg_site *site, const 
 		method = "publickey";
 		if (!method_offered(list, method))
 			return set_error(err, SFTP_ERR_AUTH, -EACCES,
-					 "%s does not accept publickey authentication for '%s' "
-					 "(it offers: %s)",
-					 hp, c->user, list);
+			                 "%s does not accept publickey authentication for '%s' "
+			                 "(it offers: %s)",
+			                 hp, c->user, list);
 		/* NULL public key: libssh2 derives it from the private key (it
 		 * reads OpenSSH and PEM formats from memory). "" rather than
 		 * NULL keeps OpenSSL from prompting for a passphrase. */
 		RETRY(c, rc,
 		      libssh2_userauth_publickey_frommemory(c->session, c->user, user_len, NULL, 0,
-							    s->key, s->key_len,
-							    s->passphrase ? s->passphrase : ""));
+		                                            s->key, s->key_len,
+		                                            s->passphrase ? s->passphrase : ""));
 		if (rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_KEYFILE_AUTH_FAILED)
 			return set_error(err, SFTP_ERR_CONFIG, -EINVAL,
-					 "cannot use private key %s: %s", site->private_key_file,
-					 s->passphrase || !site->passphrase_file
-						 ? "wrong passphrase or unsupported key format"
-						 : "unsupported key format");
+			                 "cannot use private key %s: %s", site->private_key_file,
+			                 s->passphrase || !site->passphrase_file
+			                     ? "wrong passphrase or unsupported key format"
+			                     : "unsupported key format");
 	} else if (method_offered(list, "password")) {
 		method = "password";
 		RETRY(c, rc,
 		      libssh2_userauth_password_ex(c->session, c->user, user_len, s->password,
-						   (unsigned int)s->password_len, NULL));
+		                                   (unsigned int)s->password_len, NULL));
 	} else if (method_offered(list, "keyboard-interactive")) {
 		method = "keyboard-interactive";
 		c->kbdint_password = s->password;
 		RETRY(c, rc,
 		      libssh2_userauth_keyboard_interactive_ex(c->session, c->user, user_len,
-							       kbdint_response));
+		                                               kbdint_response));
 		c->kbdint_password = NULL;
 	} else {
-		return set_error(err, SFTP_ERR_AUTH, -EACCES,
-				 "%s does not accept password authentication for '%s' (it offers: %s)",
-				 hp, c->user, list);
+		return set_error(
+		    err, SFTP_ERR_AUTH, -EACCES,
+		    "%s does not accept password authentication for '%s' (it offers: %s)", hp,
+		    c->user, list);
 	}
 	if (rc == 0)
 		return 0;
@@ -1375,8 +1405,8 @@ static int authenticate(struct sftp_conn *c, const struct cfg_site *site, const 
 
 int sftp_connect(const struct cfg_site *site, struct sftp_conn **out, struct sftp_error *err)
 {
-	struct known_hosts k = { 0 };
-	struct secrets s = { 0 };
+	struct known_hosts k = {0};
+	struct secrets s = {0};
 	struct sftp_conn *c = NULL;
 	char prefs[256];
 	int rc;
@@ -1384,10 +1414,11 @@ int sftp_connect(const struct cfg_site *site, struct sftp_conn **out, struct sft
 	*out = NULL;
 	clear_error(err);
 	if (!site->known_hosts_file && site->n_host_key_sha256 == 0) {
-		rc = set_error(err, SFTP_ERR_CONFIG, -EINVAL,
-			       "site '%s' has neither known_hosts_file nor host_key_sha256; host key "
-			       "verification cannot be turned off",
-			       site->name ? site->name : "?");
+		rc = set_error(
+		    err, SFTP_ERR_CONFIG, -EINVAL,
+		    "site '%s' has neither known_hosts_file nor host_key_sha256; host key "
+		    "verification cannot be turned off",
+		    site->name ? site->name : "?");
 		goto out;
 	}
 	if ((rc = secrets_load(site, &s, err)) < 0)
@@ -1397,12 +1428,13 @@ int sftp_connect(const struct cfg_site *site, struct sftp_conn **out, struct sft
 		goto out;
 	}
 	if ((rc = tcp_connect(c, site->connect_timeout_ms > 0 ? site->connect_timeout_ms : 30000,
-			      err)) < 0)
+	                      err)) < 0)
 		goto out;
 	set_deadline(c, site->auth_timeout_ms > 0 ? site->auth_timeout_ms : 30000);
 	if ((rc = session_new(c, err)) < 0)
 		goto out;
-	if (site->known_hosts_file && (rc = known_hosts_load(c, site->known_hosts_file, &k, err)) < 0)
+	if (site->known_hosts_file &&
+	    (rc = known_hosts_load(c, site->known_hosts_file, &k, err)) < 0)
 		goto out;
 	hostkey_prefs(&k, prefs, sizeof(prefs));
 	if ((rc = handshake(c, prefs, err)) < 0)
@@ -1455,8 +1487,8 @@ void sftp_close(struct sftp_conn *c)
 }
 
 int sftp_probe_host_key(const struct cfg_site *site, char *key_type, size_t type_len,
-			char *fingerprint, size_t fp_len, char **known_hosts_line,
-			struct sftp_error *err)
+                        char *fingerprint, size_t fp_len, char **known_hosts_line,
+                        struct sftp_error *err)
 {
 	struct sftp_conn *c = NULL;
 	struct host_key hk;
@@ -1470,7 +1502,7 @@ int sftp_probe_host_key(const struct cfg_site *site, char *key_type, size_t type
 		goto out;
 	}
 	if ((rc = tcp_connect(c, site->connect_timeout_ms > 0 ? site->connect_timeout_ms : 30000,
-			      err)) < 0)
+	                      err)) < 0)
 		goto out;
 	set_deadline(c, site->auth_timeout_ms > 0 ? site->auth_timeout_ms : 30000);
 	if ((rc = session_new(c, err)) < 0)
@@ -1524,21 +1556,27 @@ static char *join_path(const char *dir, const char *name)
 	return path;
 }
 
-static void fill_entry(struct sftp_entry *e, const LIBSSH2_SFTP_ATTRIBUTES *a)
+void sftp_entry_set_attrs(struct sftp_entry *e, unsigned long flags, uint64_t size,
+                          unsigned long permissions, unsigned long mtime)
 {
-	bool has_perm = a->flags & LIBSSH2_SFTP_ATTR_PERMISSIONS;
+	bool has_perm = flags & LIBSSH2_SFTP_ATTR_PERMISSIONS;
 
-	e->size = (a->flags & LIBSSH2_SFTP_ATTR_SIZE) ? a->filesize : 0;
-	e->has_mtime = a->flags & LIBSSH2_SFTP_ATTR_ACMODTIME;
-	e->mtime = e->has_mtime ? (int64_t)a->mtime : 0;
+	e->size = (flags & LIBSSH2_SFTP_ATTR_SIZE) ? size : 0;
+	e->has_mtime = flags & LIBSSH2_SFTP_ATTR_ACMODTIME;
+	e->mtime = e->has_mtime ? (int64_t)mtime : 0;
 	/* Without permissions we cannot tell a file from anything else: not
 	 * regular, so it is never imported by mistake. */
-	e->is_regular = has_perm && LIBSSH2_SFTP_S_ISREG(a->permissions);
-	e->is_dir = has_perm && LIBSSH2_SFTP_S_ISDIR(a->permissions);
+	e->is_regular = has_perm && LIBSSH2_SFTP_S_ISREG(permissions);
+	e->is_dir = has_perm && LIBSSH2_SFTP_S_ISDIR(permissions);
+}
+
+static void fill_entry(struct sftp_entry *e, const LIBSSH2_SFTP_ATTRIBUTES *a)
+{
+	sftp_entry_set_attrs(e, a->flags, a->filesize, a->permissions, a->mtime);
 }
 
 static int list_one(struct sftp_conn *c, const char *dir, struct sftp_listing *out, size_t *cap,
-		    char *name, size_t name_size, struct sftp_error *err)
+                    char *name, size_t name_size, struct sftp_error *err)
 {
 	LIBSSH2_SFTP_HANDLE *h;
 	LIBSSH2_SFTP_ATTRIBUTES attrs;
@@ -1547,8 +1585,8 @@ static int list_one(struct sftp_conn *c, const char *dir, struct sftp_listing *o
 
 	format_hostport(hp, sizeof(hp), c->host, c->port);
 	RETRY_PTR(c, h, rc,
-		  libssh2_sftp_open_ex(c->sftp, dir, (unsigned int)strlen(dir), 0, 0,
-				       LIBSSH2_SFTP_OPENDIR));
+	          libssh2_sftp_open_ex(c->sftp, dir, (unsigned int)strlen(dir), 0, 0,
+	                               LIBSSH2_SFTP_OPENDIR));
 	if (!h)
 		return conn_fail(c, err, rc, "list '%s'", dir);
 	progress(c);
@@ -1571,8 +1609,8 @@ static int list_one(struct sftp_conn *c, const char *dir, struct sftp_listing *o
 			continue;
 		if (out->n >= SFTP_MAX_LIST_ENTRIES) {
 			rc = set_error(err, SFTP_ERR_IO, -E2BIG,
-				       "listing '%s' on %s has more than %d entries", dir, hp,
-				       SFTP_MAX_LIST_ENTRIES);
+			               "listing '%s' on %s has more than %d entries", dir, hp,
+			               SFTP_MAX_LIST_ENTRIES);
 			goto out;
 		}
 		if (out->n == *cap) {
@@ -1595,9 +1633,9 @@ static int list_one(struct sftp_conn *c, const char *dir, struct sftp_listing *o
 
 			sftp_entry_free(e);
 			rc = too_long ? set_error(err, SFTP_ERR_IO, -ENAMETOOLONG,
-						  "a path under '%s' on %s is longer than %d bytes",
-						  dir, hp, SFTP_MAX_PATH)
-				      : set_error(err, SFTP_ERR_IO, -ENOMEM, "out of memory");
+			                          "a path under '%s' on %s is longer than %d bytes",
+			                          dir, hp, SFTP_MAX_PATH)
+			              : set_error(err, SFTP_ERR_IO, -ENOMEM, "out of memory");
 			goto out;
 		}
 		fill_entry(e, &attrs);
@@ -1624,15 +1662,17 @@ static size_t path_depth(const char *path)
 }
 
 int sftp_list(struct sftp_conn *c, const char *dir, bool recursive, struct sftp_listing *out,
-	      struct sftp_error *err)
+              struct sftp_error *err)
 {
 	size_t cap = 0, root_depth = path_depth(dir);
-	char *name = malloc(SFTP_MAX_PATH);
+	char *name;
 	int rc;
 
-	clear_error(err);
 	out->entries = NULL;
 	out->n = 0;
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
+	name = malloc(SFTP_MAX_PATH);
 	if (!name)
 		return set_error(err, SFTP_ERR_IO, -ENOMEM, "out of memory");
 	set_deadline(c, c->stall_timeout_ms);
@@ -1667,14 +1707,14 @@ static const char *base_name(const char *path)
 
 /* stat without filling err: 0, or the libssh2 error (status in *status). */
 static int stat_raw(struct sftp_conn *c, const char *path, LIBSSH2_SFTP_ATTRIBUTES *attrs,
-		    unsigned long *status)
+                    unsigned long *status)
 {
 	int rc;
 
 	memset(attrs, 0, sizeof(*attrs));
 	RETRY(c, rc,
 	      libssh2_sftp_stat_ex(c->sftp, path, (unsigned int)strlen(path), LIBSSH2_SFTP_STAT,
-				   attrs));
+	                           attrs));
 	*status = rc == LIBSSH2_ERROR_SFTP_PROTOCOL ? libssh2_sftp_last_error(c->sftp) : 0;
 	return rc;
 }
@@ -1685,8 +1725,9 @@ int sftp_stat(struct sftp_conn *c, const char *path, struct sftp_entry *out, str
 	unsigned long status;
 	int rc;
 
-	clear_error(err);
 	memset(out, 0, sizeof(*out));
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
 	set_deadline(c, c->stall_timeout_ms);
 	rc = stat_raw(c, path, &attrs, &status);
 	if (rc)
@@ -1748,7 +1789,7 @@ static void close_handle(struct sftp_conn *c, LIBSSH2_SFTP_HANDLE *h)
 }
 
 int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
-	       const char *local_path, char sha256_hex[65], struct sftp_error *err)
+               const char *local_path, char sha256_hex[65], struct sftp_error *err)
 {
 	LIBSSH2_SFTP_HANDLE *h = NULL;
 	EVP_MD_CTX *md = NULL;
@@ -1758,8 +1799,9 @@ int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
 	int fd = -1, rc;
 	bool created = false;
 
-	clear_error(err);
 	sha256_hex[0] = '\0';
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
 	format_hostport(hp, sizeof(hp), c->host, c->port);
 	set_deadline(c, c->stall_timeout_ms);
 	buf = malloc(SFTP_READ_CHUNK);
@@ -1769,8 +1811,8 @@ int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
 		goto out;
 	}
 	RETRY_PTR(c, h, rc,
-		  libssh2_sftp_open_ex(c->sftp, remote, (unsigned int)strlen(remote),
-				       LIBSSH2_FXF_READ, 0, LIBSSH2_SFTP_OPENFILE));
+	          libssh2_sftp_open_ex(c->sftp, remote, (unsigned int)strlen(remote),
+	                               LIBSSH2_FXF_READ, 0, LIBSSH2_SFTP_OPENFILE));
 	if (!h) {
 		rc = conn_fail(c, err, rc, "open '%s'", remote);
 		goto out;
@@ -1778,7 +1820,7 @@ int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
 	fd = open(local_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = set_error(err, SFTP_ERR_IO, -errno, "cannot create staging file %s: %s",
-			       local_path, strerror(errno));
+		               local_path, strerror(errno));
 		goto out;
 	}
 	created = true;
@@ -1795,15 +1837,16 @@ int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
 		progress(c);
 		total += (uint64_t)n;
 		if (total > expected_size) {
-			rc = set_error(err, SFTP_ERR_IO, -ESTALE,
-				       "'%s' on %s is larger than the %llu bytes it had when listed; "
-				       "it is still changing",
-				       remote, hp, (unsigned long long)expected_size);
+			rc = set_error(
+			    err, SFTP_ERR_IO, -ESTALE,
+			    "'%s' on %s is larger than the %llu bytes it had when listed; "
+			    "it is still changing",
+			    remote, hp, (unsigned long long)expected_size);
 			goto out;
 		}
 		if ((rc = write_all(fd, buf, (size_t)n)) < 0) {
 			rc = set_error(err, SFTP_ERR_IO, rc, "cannot write staging file %s: %s",
-				       local_path, strerror(-rc));
+			               local_path, strerror(-rc));
 			goto out;
 		}
 		if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) {
@@ -1813,22 +1856,22 @@ int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
 	}
 	if (total != expected_size) {
 		rc = set_error(err, SFTP_ERR_IO, -ESTALE,
-			       "'%s' on %s has %llu bytes, not the %llu it had when listed; it "
-			       "changed while being fetched",
-			       remote, hp, (unsigned long long)total,
-			       (unsigned long long)expected_size);
+		               "'%s' on %s has %llu bytes, not the %llu it had when listed; it "
+		               "changed while being fetched",
+		               remote, hp, (unsigned long long)total,
+		               (unsigned long long)expected_size);
 		goto out;
 	}
 	if (fsync(fd) < 0 || close(fd) < 0) {
 		fd = -1;
 		rc = set_error(err, SFTP_ERR_IO, -errno, "cannot write staging file %s: %s",
-			       local_path, strerror(errno));
+		               local_path, strerror(errno));
 		goto out;
 	}
 	fd = -1;
 	if ((rc = fsync_parent(local_path)) < 0) {
 		rc = set_error(err, SFTP_ERR_IO, rc, "cannot sync the directory of %s: %s",
-			       local_path, strerror(-rc));
+		               local_path, strerror(-rc));
 		goto out;
 	}
 	if (EVP_DigestFinal_ex(md, digest, NULL) != 1) {
@@ -1852,7 +1895,7 @@ out:
 /* A failed create or rename: does `path` exist after all? (SFTP v3, which
  * OpenSSH speaks, reports an existing target as plain FX_FAILURE.) */
 static bool exists_after_failure(struct sftp_conn *c, int rc, unsigned long status,
-				 const char *path)
+                                 const char *path)
 {
 	LIBSSH2_SFTP_ATTRIBUTES attrs;
 	unsigned long st;
@@ -1869,13 +1912,14 @@ int sftp_rename(struct sftp_conn *c, const char *from, const char *to, struct sf
 	char hp[300];
 	int rc;
 
-	clear_error(err);
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
 	set_deadline(c, c->stall_timeout_ms);
 	/* no LIBSSH2_SFTP_RENAME_OVERWRITE: a clash is the caller's to solve */
 	RETRY(c, rc,
 	      libssh2_sftp_rename_ex(c->sftp, from, (unsigned int)strlen(from), to,
-				     (unsigned int)strlen(to),
-				     LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE));
+	                             (unsigned int)strlen(to),
+	                             LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE));
 	if (rc == 0)
 		return 0;
 	if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL)
@@ -1883,8 +1927,8 @@ int sftp_rename(struct sftp_conn *c, const char *from, const char *to, struct sf
 	if (exists_after_failure(c, rc, status, to)) {
 		format_hostport(hp, sizeof(hp), c->host, c->port);
 		return set_error(err, SFTP_ERR_IO, -EEXIST,
-				 "cannot rename '%s' to '%s' on %s: '%s' already exists", from, to, hp,
-				 to);
+		                 "cannot rename '%s' to '%s' on %s: '%s' already exists", from, to,
+		                 hp, to);
 	}
 	return conn_fail_status(c, err, rc, status, "rename '%s' to '%s'", from, to);
 }
@@ -1893,7 +1937,8 @@ int sftp_unlink(struct sftp_conn *c, const char *path, struct sftp_error *err)
 {
 	int rc;
 
-	clear_error(err);
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
 	set_deadline(c, c->stall_timeout_ms);
 	RETRY(c, rc, libssh2_sftp_unlink_ex(c->sftp, path, (unsigned int)strlen(path)));
 	if (rc)
@@ -1914,8 +1959,8 @@ static int ensure_dir(struct sftp_conn *c, const char *path, struct sftp_error *
 	if (rc == 0 && (attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) &&
 	    !LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
 		return set_error(err, SFTP_ERR_IO, -ENOTDIR,
-				 "cannot create folder '%s' on %s: a file of that name exists", path,
-				 hp);
+		                 "cannot create folder '%s' on %s: a file of that name exists",
+		                 path, hp);
 	if (rc == 0)
 		return 0;
 	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
@@ -1927,7 +1972,8 @@ static int ensure_dir(struct sftp_conn *c, const char *path, struct sftp_error *
 		mk_status = libssh2_sftp_last_error(c->sftp);
 	/* made meanwhile by someone else? */
 	if (mk == LIBSSH2_ERROR_SFTP_PROTOCOL && stat_raw(c, path, &attrs, &status) == 0 &&
-	    (attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) && LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
+	    (attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) &&
+	    LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
 		return 0;
 	return conn_fail_status(c, err, mk, mk_status, "create folder '%s'", path);
 }
@@ -1938,10 +1984,11 @@ int sftp_mkdir_p(struct sftp_conn *c, const char *dir, struct sftp_error *err)
 	char *path;
 	int rc = 0;
 
-	clear_error(err);
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
 	if (len >= SFTP_MAX_PATH)
-		return set_error(err, SFTP_ERR_IO, -ENAMETOOLONG, "folder name '%.64s...' is too long",
-				 dir);
+		return set_error(err, SFTP_ERR_IO, -ENAMETOOLONG,
+		                 "folder name '%.64s...' is too long", dir);
 	path = strdup(dir);
 	if (!path)
 		return set_error(err, SFTP_ERR_IO, -ENOMEM, "out of memory");
@@ -1963,7 +2010,7 @@ int sftp_mkdir_p(struct sftp_conn *c, const char *dir, struct sftp_error *err)
 }
 
 int sftp_upload(struct sftp_conn *c, const char *local_path, const char *remote,
-		struct sftp_error *err)
+                struct sftp_error *err)
 {
 	LIBSSH2_SFTP_HANDLE *h = NULL;
 	unsigned long status = 0;
@@ -1971,13 +2018,14 @@ int sftp_upload(struct sftp_conn *c, const char *local_path, const char *remote,
 	int fd = -1, rc;
 	bool created = false;
 
-	clear_error(err);
+	if ((rc = check_usable(c, err)) < 0)
+		return rc;
 	format_hostport(hp, sizeof(hp), c->host, c->port);
 	set_deadline(c, c->stall_timeout_ms);
 	fd = open(local_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = set_error(err, SFTP_ERR_IO, -errno, "cannot open %s: %s", local_path,
-			       strerror(errno));
+		               strerror(errno));
 		goto out;
 	}
 	if (!(buf = malloc(SFTP_READ_CHUNK))) {
@@ -1985,15 +2033,15 @@ int sftp_upload(struct sftp_conn *c, const char *local_path, const char *remote,
 		goto out;
 	}
 	RETRY_PTR(c, h, rc,
-		  libssh2_sftp_open_ex(c->sftp, remote, (unsigned int)strlen(remote),
-				       LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_EXCL, 0644,
-				       LIBSSH2_SFTP_OPENFILE));
+	          libssh2_sftp_open_ex(c->sftp, remote, (unsigned int)strlen(remote),
+	                               LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_EXCL,
+	                               0644, LIBSSH2_SFTP_OPENFILE));
 	if (!h) {
 		if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL)
 			status = libssh2_sftp_last_error(c->sftp);
 		if (exists_after_failure(c, rc, status, remote))
 			rc = set_error(err, SFTP_ERR_IO, -EEXIST,
-				       "cannot upload '%s' to %s: it already exists", remote, hp);
+			               "cannot upload '%s' to %s: it already exists", remote, hp);
 		else
 			rc = conn_fail_status(c, err, rc, status, "create '%s'", remote);
 		goto out;
@@ -2006,7 +2054,7 @@ int sftp_upload(struct sftp_conn *c, const char *local_path, const char *remote,
 			continue;
 		if (n < 0) {
 			rc = set_error(err, SFTP_ERR_IO, -errno, "cannot read %s: %s", local_path,
-				       strerror(errno));
+			               strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -2036,7 +2084,8 @@ out:
 	if (rc < 0 && created && !c->broken) {
 		int urc;
 
-		RETRY(c, urc, libssh2_sftp_unlink_ex(c->sftp, remote, (unsigned int)strlen(remote)));
+		RETRY(c, urc,
+		      libssh2_sftp_unlink_ex(c->sftp, remote, (unsigned int)strlen(remote)));
 		(void)urc; /* best effort: no half report left behind */
 	}
 	if (fd >= 0)

@@ -6,40 +6,40 @@
  * The host key is verified before any authentication is attempted. */
 #ifndef XP_SFTP_H
 #define XP_SFTP_H
+#include "config.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "config.h"
 
 enum sftp_err_kind {
 	SFTP_ERR_NONE,
-	SFTP_ERR_CONNECT,          /* DNS/TCP/SSH handshake */
+	SFTP_ERR_CONNECT, /* DNS/TCP/SSH handshake */
 	SFTP_ERR_TIMEOUT,
-	SFTP_ERR_HOSTKEY_UNKNOWN,  /* not in known_hosts / no pin matches */
-	SFTP_ERR_HOSTKEY_CHANGED,  /* known_hosts has a different key for this host */
-	SFTP_ERR_AUTH,             /* authentication refused */
-	SFTP_ERR_CONFIG,           /* secret file unreadable / loose permissions / RSA unsupported */
+	SFTP_ERR_HOSTKEY_UNKNOWN, /* not in known_hosts / no pin matches */
+	SFTP_ERR_HOSTKEY_CHANGED, /* known_hosts has a different key for this host */
+	SFTP_ERR_AUTH,            /* authentication refused */
+	SFTP_ERR_CONFIG,          /* secret file unreadable / loose permissions / RSA unsupported */
 	SFTP_ERR_NOT_FOUND,
-	SFTP_ERR_IO,               /* SFTP protocol or local I/O error */
-	SFTP_ERR_HOSTKEY_TYPE,     /* known_hosts has this host, but only keys of other
-				    * types than the one the server offered */
+	SFTP_ERR_IO,           /* SFTP protocol or local I/O error */
+	SFTP_ERR_HOSTKEY_TYPE, /* known_hosts has this host, but only keys of other
+	                        * types than the one the server offered */
 };
 
 struct sftp_error {
 	enum sftp_err_kind kind;
-	char message[512];         /* complete sentence for the operator; no secrets */
-	char key_type[32];         /* host key offered, for host key errors */
-	char fingerprint[128];     /* "SHA256:..." of the key offered */
+	char message[512];     /* complete sentence for the operator; no secrets */
+	char key_type[32];     /* host key offered, for host key errors */
+	char fingerprint[128]; /* "SHA256:..." of the key offered */
 };
 
 struct sftp_entry {
-	char *path;                /* full remote path */
-	char *name;                /* base name */
+	char *path; /* full remote path */
+	char *name; /* base name */
 	uint64_t size;
-	int64_t mtime;             /* seconds; valid if has_mtime */
+	int64_t mtime; /* seconds; valid if has_mtime */
 	bool has_mtime;
-	bool is_regular;           /* symlinks and directories are false */
-	bool is_dir;               /* a directory (symlinks to one are false) */
+	bool is_regular; /* symlinks and directories are false */
+	bool is_dir;     /* a directory (symlinks to one are false) */
 };
 
 struct sftp_listing {
@@ -61,9 +61,10 @@ void sftp_close(struct sftp_conn *c);
 
 /* List dir (recursively if asked). Entries are not filtered here. */
 int sftp_list(struct sftp_conn *c, const char *dir, bool recursive, struct sftp_listing *out,
-	      struct sftp_error *err);
+              struct sftp_error *err);
 /* Stat one path (done markers). -ENOENT if it does not exist. */
-int sftp_stat(struct sftp_conn *c, const char *path, struct sftp_entry *out, struct sftp_error *err);
+int sftp_stat(struct sftp_conn *c, const char *path, struct sftp_entry *out,
+              struct sftp_error *err);
 void sftp_entry_free(struct sftp_entry *e);
 
 /* Download remote to local_path (created 0600 O_EXCL, fsync'd), computing
@@ -72,7 +73,7 @@ void sftp_entry_free(struct sftp_entry *e);
  * since it was listed) and the local file is removed; so is it on any other
  * failure. No bytes for site->stall_timeout_ms: -ETIMEDOUT, SFTP_ERR_TIMEOUT. */
 int sftp_fetch(struct sftp_conn *c, const char *remote, uint64_t expected_size,
-	       const char *local_path, char sha256_hex[65], struct sftp_error *err);
+               const char *local_path, char sha256_hex[65], struct sftp_error *err);
 
 /* Never overwrites: an existing `to` is -EEXIST (the caller picks a suffix). */
 int sftp_rename(struct sftp_conn *c, const char *from, const char *to, struct sftp_error *err);
@@ -80,14 +81,14 @@ int sftp_unlink(struct sftp_conn *c, const char *path, struct sftp_error *err);
 int sftp_mkdir_p(struct sftp_conn *c, const char *dir, struct sftp_error *err);
 /* Creates remote exclusively: an existing remote is -EEXIST, never overwritten. */
 int sftp_upload(struct sftp_conn *c, const char *local_path, const char *remote,
-		struct sftp_error *err);
+                struct sftp_error *err);
 
 /* For `xpimportctl trust`: connect without verifying, report the key
  * offered (type "ssh-ed25519", "SHA256:..." fingerprint, and the
  * known_hosts line to append). */
 int sftp_probe_host_key(const struct cfg_site *site, char *key_type, size_t type_len,
-			char *fingerprint, size_t fp_len, char **known_hosts_line,
-			struct sftp_error *err);
+                        char *fingerprint, size_t fp_len, char **known_hosts_line,
+                        struct sftp_error *err);
 
 /* ---- exported for tests (pure functions, no network) ---- */
 
@@ -113,10 +114,15 @@ int sftp_private_key_type(const char *data, size_t len, char *out, size_t out_le
 int sftp_error_from_libssh2(int rc, unsigned long sftp_status, enum sftp_err_kind *kind);
 /* Human text for an SFTP status code ("no such file"). */
 const char *sftp_status_text(unsigned long sftp_status);
+/* Set size, mtime and type of e from SFTP attributes (flags are the
+ * SSH_FILEXFER_ATTR_* bits: size 0x1, permissions 0x4, acmodtime 0x8).
+ * Without the permissions bit an entry is neither regular nor a dir. */
+void sftp_entry_set_attrs(struct sftp_entry *e, unsigned long flags, uint64_t size,
+                          unsigned long permissions, unsigned long mtime);
 /* Fill err (kind, key_type, fingerprint, message) for a refused host key.
  * kind is one of the SFTP_ERR_HOSTKEY_* kinds; known_hosts_file may be NULL
  * (pins only); revoked: the key is listed as @revoked. */
 void sftp_hostkey_error(struct sftp_error *err, enum sftp_err_kind kind, bool revoked,
-			const char *site_name, const char *host, int port, const char *key_type,
-			const char *fingerprint, const char *known_hosts_file);
+                        const char *site_name, const char *host, int port, const char *key_type,
+                        const char *fingerprint, const char *known_hosts_file);
 #endif

@@ -21,11 +21,12 @@
 #include "util.h"
 
 /* ssh-keygen -t ed25519 / -t ecdsa host keys and what `ssh-keygen -lf` prints */
-static const char ed25519_b64[] = "AAAAC3NzaC1lZDI1NTE5AAAAIMoZhUSyclUuUrsmT9E/qJFKbo+DV0/uY65RFjiGsmFr";
+static const char ed25519_b64[] =
+    "AAAAC3NzaC1lZDI1NTE5AAAAIMoZhUSyclUuUrsmT9E/qJFKbo+DV0/uY65RFjiGsmFr";
 static const char ed25519_fp[] = "SHA256:ptYsHqZqEZuHRnyEW9WpBJGh04UKhL21a72hy1uTTNc";
-static const char ecdsa_b64[] =
-	"AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBL8La2kAni43cSuwRC+aRwVrVuY0HbNQ0eikn81o2zM0"
-	"BNx31bbsE1nglnNTqFPwApAJAH5B1bYuQX6S7fU9nS4=";
+static const char ecdsa_b64[] = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBL8La2kAni43cS"
+                                "uwRC+aRwVrVuY0HbNQ0eikn81o2zM0"
+                                "BNx31bbsE1nglnNTqFPwApAJAH5B1bYuQX6S7fU9nS4=";
 static const char ecdsa_fp[] = "SHA256:uhhZ4jYaP4JqPjye91AO/2t9oKfhtXLN8mjxyFtwJP8";
 
 static size_t b64_decode(const char *b64, unsigned char *out)
@@ -69,10 +70,10 @@ static void test_pin_matching(void **state)
 	char pin_lowercase[] = "sha256:ptYsHqZqEZuHRnyEW9WpBJGh04UKhL21a72hy1uTTNc";
 	char pin_case[] = "SHA256:PTYsHqZqEZuHRnyEW9WpBJGh04UKhL21a72hy1uTTNc";
 	char pin_prefix_only[] = "SHA256:";
-	char *one[] = { pin_ok };
-	char *rotation[] = { pin_other, pin_padded };
-	char *wrong[] = { pin_other, pin_no_prefix, pin_truncated, pin_lowercase, pin_case,
-			  pin_prefix_only, NULL };
+	char *one[] = {pin_ok};
+	char *rotation[] = {pin_other, pin_padded};
+	char *wrong[] = {pin_other, pin_no_prefix,   pin_truncated, pin_lowercase,
+	                 pin_case,  pin_prefix_only, NULL};
 
 	(void)state;
 	assert_true(sftp_pin_matches(ed25519_fp, one, 1));
@@ -87,9 +88,9 @@ static void test_blob_key_type(void **state)
 	unsigned char blob[256];
 	char type[32];
 	size_t len;
-	const unsigned char overlong[] = { 0, 0, 1, 0, 's', 's', 'h' };
-	const unsigned char empty_name[] = { 0, 0, 0, 0 };
-	const unsigned char control_char[] = { 0, 0, 0, 3, 's', '\n', 'h' };
+	const unsigned char overlong[] = {0, 0, 1, 0, 's', 's', 'h'};
+	const unsigned char empty_name[] = {0, 0, 0, 0};
+	const unsigned char control_char[] = {0, 0, 0, 3, 's', '\n', 'h'};
 
 	(void)state;
 	len = b64_decode(ed25519_b64, blob);
@@ -99,11 +100,12 @@ static void test_blob_key_type(void **state)
 	len = b64_decode(ecdsa_b64, blob);
 	assert_int_equal(sftp_blob_key_type(blob, len, type, sizeof(type)), 0);
 	assert_string_equal(type, "ecdsa-sha2-nistp256");
-	assert_int_equal(sftp_blob_key_type(overlong, sizeof(overlong), type, sizeof(type)), -EINVAL);
+	assert_int_equal(sftp_blob_key_type(overlong, sizeof(overlong), type, sizeof(type)),
+	                 -EINVAL);
 	assert_int_equal(sftp_blob_key_type(empty_name, sizeof(empty_name), type, sizeof(type)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(sftp_blob_key_type(control_char, sizeof(control_char), type, sizeof(type)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(sftp_blob_key_type(blob, 3, type, sizeof(type)), -EINVAL);
 }
 
@@ -113,7 +115,7 @@ static void test_known_hosts_line(void **state)
 	char want[512];
 	size_t len;
 	char *line;
-	const unsigned char bad[] = { 0, 0, 9, 9 };
+	const unsigned char bad[] = {0, 0, 9, 9};
 
 	(void)state;
 	len = b64_decode(ed25519_b64, blob);
@@ -174,9 +176,10 @@ static char *openssh_container(const char *cipher, const char *type)
 	pem = malloc((size_t)n + 128);
 	assert_non_null(pem);
 	/* wrapped as ssh-keygen does */
-	snprintf(pem, (size_t)n + 128,
-		 "-----BEGIN OPENSSH PRIVATE KEY-----\n%.70s\n%s\n-----END OPENSSH PRIVATE KEY-----\n",
-		 b64, b64 + 70);
+	snprintf(
+	    pem, (size_t)n + 128,
+	    "-----BEGIN OPENSSH PRIVATE KEY-----\n%.70s\n%s\n-----END OPENSSH PRIVATE KEY-----\n",
+	    b64, b64 + 70);
 	return pem;
 }
 
@@ -193,9 +196,9 @@ static char *pkcs8_pem(int type, bool encrypted)
 	assert_int_equal(EVP_PKEY_keygen_init(ctx), 1);
 	assert_int_equal(EVP_PKEY_keygen(ctx, &pkey), 1);
 	if (encrypted)
-		assert_int_equal(PEM_write_bio_PKCS8PrivateKey(bio, pkey, EVP_aes_128_cbc(), NULL, 0,
-							       NULL, passphrase),
-				 1);
+		assert_int_equal(PEM_write_bio_PKCS8PrivateKey(bio, pkey, EVP_aes_128_cbc(), NULL,
+		                                               0, NULL, passphrase),
+		                 1);
 	else
 		assert_int_equal(PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL), 1);
 	len = BIO_get_mem_data(bio, &data);
@@ -234,11 +237,11 @@ static void test_private_key_type(void **state)
 	assert_key_type(pem, 0, "ecdsa-sha2-nistp384");
 	free(pem);
 	assert_key_type("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n", 0,
-			"ssh-rsa");
+	                "ssh-rsa");
 	assert_key_type("-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n", 0,
-			"ecdsa");
+	                "ecdsa");
 	assert_key_type("-----BEGIN DSA PRIVATE KEY-----\nMIIB\n-----END DSA PRIVATE KEY-----\n", 0,
-			"ssh-dss");
+	                "ssh-dss");
 	pem = pkcs8_pem(EVP_PKEY_ED25519, false);
 	assert_key_type(pem, 0, "ssh-ed25519");
 	free(pem);
@@ -247,10 +250,10 @@ static void test_private_key_type(void **state)
 	free(pem);
 	assert_key_type("ssh-ed25519 AAAAC3Nza... a public key", -EINVAL, NULL);
 	assert_key_type("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", -EINVAL,
-			NULL);
+	                NULL);
 	assert_key_type("-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEga2V5\n-----END OPENSSH "
-			"PRIVATE KEY-----\n",
-			-EINVAL, NULL);
+	                "PRIVATE KEY-----\n",
+	                -EINVAL, NULL);
 	assert_key_type("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA", -EINVAL, NULL);
 }
 
@@ -283,18 +286,23 @@ static void test_error_mapping(void **state)
 	assert_maps(LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED, 0, -EPERM, SFTP_ERR_IO);
 	assert_maps(-12345, 0, -EIO, SFTP_ERR_IO);
 	/* SFTP statuses */
-	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_NO_SUCH_FILE, -ENOENT, SFTP_ERR_NOT_FOUND);
-	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_NO_SUCH_PATH, -ENOENT, SFTP_ERR_NOT_FOUND);
-	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_FILE_ALREADY_EXISTS, -EEXIST, SFTP_ERR_IO);
-	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_PERMISSION_DENIED, -EACCES, SFTP_ERR_IO);
+	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_NO_SUCH_FILE, -ENOENT,
+	            SFTP_ERR_NOT_FOUND);
+	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_NO_SUCH_PATH, -ENOENT,
+	            SFTP_ERR_NOT_FOUND);
+	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_FILE_ALREADY_EXISTS, -EEXIST,
+	            SFTP_ERR_IO);
+	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_PERMISSION_DENIED, -EACCES,
+	            SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_WRITE_PROTECT, -EACCES, SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_FAILURE, -EIO, SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM, -ENOSPC,
-		    SFTP_ERR_IO);
+	            SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_QUOTA_EXCEEDED, -EDQUOT, SFTP_ERR_IO);
-	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_OP_UNSUPPORTED, -EOPNOTSUPP, SFTP_ERR_IO);
+	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_OP_UNSUPPORTED, -EOPNOTSUPP,
+	            SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_CONNECTION_LOST, -ECONNRESET,
-		    SFTP_ERR_CONNECT);
+	            SFTP_ERR_CONNECT);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_NOT_A_DIRECTORY, -ENOTDIR, SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, LIBSSH2_FX_DIR_NOT_EMPTY, -ENOTEMPTY, SFTP_ERR_IO);
 	assert_maps(LIBSSH2_ERROR_SFTP_PROTOCOL, 999, -EIO, SFTP_ERR_IO);
@@ -311,75 +319,114 @@ static void test_hostkey_messages(void **state)
 	(void)state;
 	memset(&err, 0, sizeof(err));
 	sftp_hostkey_error(&err, SFTP_ERR_HOSTKEY_UNKNOWN, false, "partner-a", "127.0.0.1", 2222,
-			   "ssh-ed25519", ed25519_fp, "/etc/xpimportd/known_hosts");
-	snprintf(want, sizeof(want),
-		 "host key for 127.0.0.1:2222 is not known (ssh-ed25519 %s); verify it out of band, "
-		 "then run 'xpimportctl trust partner-a'",
-		 ed25519_fp);
+	                   "ssh-ed25519", ed25519_fp, "/etc/xpimportd/known_hosts");
+	snprintf(
+	    want, sizeof(want),
+	    "host key for 127.0.0.1:2222 is not known (ssh-ed25519 %s); verify it out of band, "
+	    "then run 'xpimportctl trust partner-a'",
+	    ed25519_fp);
 	assert_string_equal(err.message, want);
 	assert_int_equal(err.kind, SFTP_ERR_HOSTKEY_UNKNOWN);
 	assert_string_equal(err.key_type, "ssh-ed25519");
 	assert_string_equal(err.fingerprint, ed25519_fp);
 
 	sftp_hostkey_error(&err, SFTP_ERR_HOSTKEY_CHANGED, false, "partner-a", "sftp.example", 22,
-			   "ssh-ed25519", ed25519_fp, "/etc/xpimportd/known_hosts");
+	                   "ssh-ed25519", ed25519_fp, "/etc/xpimportd/known_hosts");
 	snprintf(want, sizeof(want),
-		 "host key for sftp.example:22 has CHANGED (now ssh-ed25519 %s) and does not match "
-		 "/etc/xpimportd/known_hosts; this may be an attack (someone intercepting the "
-		 "connection); verify the new key out of band, remove the old entry, then run "
-		 "'xpimportctl trust partner-a'",
-		 ed25519_fp);
+	         "host key for sftp.example:22 has CHANGED (now ssh-ed25519 %s) and does not match "
+	         "/etc/xpimportd/known_hosts; this may be an attack (someone intercepting the "
+	         "connection); verify the new key out of band, remove the old entry, then run "
+	         "'xpimportctl trust partner-a'",
+	         ed25519_fp);
 	assert_string_equal(err.message, want);
 	assert_int_equal(err.kind, SFTP_ERR_HOSTKEY_CHANGED);
 
 	sftp_hostkey_error(&err, SFTP_ERR_HOSTKEY_TYPE, false, "partner-a", "::1", 2222,
-			   "ecdsa-sha2-nistp256", ecdsa_fp, "kh");
-	snprintf(want, sizeof(want),
-		 "host key for [::1]:2222 is of type ecdsa-sha2-nistp256 (%s), but kh has only keys "
-		 "of other types for this host; verify it out of band, then run 'xpimportctl trust "
-		 "partner-a'",
-		 ecdsa_fp);
+	                   "ecdsa-sha2-nistp256", ecdsa_fp, "kh");
+	snprintf(
+	    want, sizeof(want),
+	    "host key for [::1]:2222 is of type ecdsa-sha2-nistp256 (%s), but kh has only keys "
+	    "of other types for this host; verify it out of band, then run 'xpimportctl trust "
+	    "partner-a'",
+	    ecdsa_fp);
 	assert_string_equal(err.message, want);
 	assert_int_equal(err.kind, SFTP_ERR_HOSTKEY_TYPE);
 	assert_string_equal(err.key_type, "ecdsa-sha2-nistp256");
 
 	sftp_hostkey_error(&err, SFTP_ERR_HOSTKEY_UNKNOWN, false, "partner-b", "10.0.0.5", 22,
-			   "ssh-ed25519", ed25519_fp, NULL);
+	                   "ssh-ed25519", ed25519_fp, NULL);
 	snprintf(want, sizeof(want),
-		 "host key for 10.0.0.5:22 (ssh-ed25519 %s) matches none of site 'partner-b' "
-		 "host_key_sha256 pins; verify it out of band, then add it to host_key_sha256 or "
-		 "run 'xpimportctl trust partner-b'",
-		 ed25519_fp);
+	         "host key for 10.0.0.5:22 (ssh-ed25519 %s) matches none of site 'partner-b' "
+	         "host_key_sha256 pins; verify it out of band, then add it to host_key_sha256 or "
+	         "run 'xpimportctl trust partner-b'",
+	         ed25519_fp);
 	assert_string_equal(err.message, want);
 
 	sftp_hostkey_error(&err, SFTP_ERR_HOSTKEY_CHANGED, true, "partner-a", "10.0.0.5", 22,
-			   "ssh-ed25519", ed25519_fp, "kh");
+	                   "ssh-ed25519", ed25519_fp, "kh");
 	snprintf(want, sizeof(want),
-		 "host key for 10.0.0.5:22 (ssh-ed25519 %s) is marked @revoked in kh; this may be "
-		 "an attack (someone intercepting the connection); do not connect until the "
-		 "server's administrator confirms its current key",
-		 ed25519_fp);
+	         "host key for 10.0.0.5:22 (ssh-ed25519 %s) is marked @revoked in kh; this may be "
+	         "an attack (someone intercepting the connection); do not connect until the "
+	         "server's administrator confirms its current key",
+	         ed25519_fp);
 	assert_string_equal(err.message, want);
 
 	/* an absurd host name is truncated, never overflows */
 	memset(longhost, 'h', sizeof(longhost) - 1);
 	longhost[sizeof(longhost) - 1] = '\0';
 	sftp_hostkey_error(&err, SFTP_ERR_HOSTKEY_UNKNOWN, false, "x", longhost, 22, "ssh-ed25519",
-			   ed25519_fp, "kh");
+	                   ed25519_fp, "kh");
 	assert_true(strlen(err.message) < sizeof(err.message));
 	assert_true(strncmp(err.message, "host key for hhhh", 17) == 0);
+}
+
+static void test_entry_attrs(void **state)
+{
+	struct sftp_entry e;
+
+	(void)state;
+	memset(&e, 0, sizeof(e));
+	sftp_entry_set_attrs(&e,
+	                     LIBSSH2_SFTP_ATTR_SIZE | LIBSSH2_SFTP_ATTR_PERMISSIONS |
+	                         LIBSSH2_SFTP_ATTR_ACMODTIME,
+	                     1234, LIBSSH2_SFTP_S_IFREG | 0644, 1767323045);
+	assert_true(e.is_regular);
+	assert_false(e.is_dir);
+	assert_true(e.has_mtime);
+	assert_int_equal(e.mtime, 1767323045);
+	assert_int_equal(e.size, 1234);
+	/* a server that sends no times */
+	sftp_entry_set_attrs(&e, LIBSSH2_SFTP_ATTR_SIZE | LIBSSH2_SFTP_ATTR_PERMISSIONS, 5,
+	                     LIBSSH2_SFTP_S_IFREG | 0600, 99);
+	assert_false(e.has_mtime);
+	assert_int_equal(e.mtime, 0);
+	assert_true(e.is_regular);
+	sftp_entry_set_attrs(&e, LIBSSH2_SFTP_ATTR_PERMISSIONS, 0, LIBSSH2_SFTP_S_IFLNK | 0777, 0);
+	assert_false(e.is_regular);
+	assert_false(e.is_dir);
+	sftp_entry_set_attrs(&e, LIBSSH2_SFTP_ATTR_PERMISSIONS, 0, LIBSSH2_SFTP_S_IFDIR | 0755, 0);
+	assert_false(e.is_regular);
+	assert_true(e.is_dir);
+	/* no permissions: cannot tell, so not a file to import */
+	sftp_entry_set_attrs(&e, LIBSSH2_SFTP_ATTR_SIZE, 10, LIBSSH2_SFTP_S_IFREG | 0644, 0);
+	assert_false(e.is_regular);
+	assert_false(e.is_dir);
+	assert_int_equal(e.size, 10);
+	sftp_entry_set_attrs(&e, 0, 10, 0, 0);
+	assert_int_equal(e.size, 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fingerprint_matches_ssh_keygen),
-		cmocka_unit_test(test_pin_matching),
-		cmocka_unit_test(test_blob_key_type),
-		cmocka_unit_test(test_known_hosts_line),
-		cmocka_unit_test(test_private_key_type),
-		cmocka_unit_test(test_error_mapping),
-		cmocka_unit_test(test_hostkey_messages),
+	    cmocka_unit_test(test_fingerprint_matches_ssh_keygen),
+	    cmocka_unit_test(test_pin_matching),
+	    cmocka_unit_test(test_blob_key_type),
+	    cmocka_unit_test(test_known_hosts_line),
+	    cmocka_unit_test(test_private_key_type),
+	    cmocka_unit_test(test_error_mapping),
+	    cmocka_unit_test(test_hostkey_messages),
+	    cmocka_unit_test(test_entry_attrs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
