@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "control.h"
 #include "ledger.h"
 #include "log.h"
 #include "run.h"
@@ -46,7 +47,17 @@ struct job_rt {
 	int64_t next_due_ms;      /* realtime */
 	struct cron_expr cron;
 	bool has_cron;
+	struct control_waiter *waiters; /* xpimportctl run --wait: answered in run_done */
+	struct run *upload;       /* xpimportctl import handed to us */
+	struct control_reply *upload_reply;
+	char *upload_path;
+	int upload_fd;            /* the operator's file, passed over the socket */
 	struct job_rt *next;
+};
+
+struct control_waiter {
+	struct control_reply *reply;
+	struct control_waiter *next;
 };
 
 struct daemon {
@@ -67,6 +78,7 @@ struct daemon {
 	bool stopping;
 	bool notify;
 	int exit_code;
+	struct control_server *ctl;
 };
 
 static void maybe_start_queued(struct daemon *d);
@@ -165,6 +177,40 @@ static void unlink_job(struct daemon *d, struct job_rt *jr)
 	}
 }
 
+
+/* ---- control socket (xpimportctl) ------------------------------------------ */
+
+static const char *outcome_str(enum run_outcome o)
+{
+	return o == RUN_SUCCEEDED ? "succeeded" : o == RUN_PARTIAL ? "partial" : "failed";
+}
+
+static json_t *run_answer(struct job_rt *jr, struct run *run, enum run_outcome outcome)
+{
+	const char *err = json_string_value(
+		json_object_get(json_object_get(jr->state, "last_run"), "error"));
+	return json_pack("{sb ss ss ss ss?}", "ok", 1, "run_id", run_id(run), "outcome",
+			 outcome_str(outcome), "summary", run_summary(run), "error", err);
+}
+
+static void ctl_answer_waiters(struct job_rt *jr, struct run *run, enum run_outcome outcome)
+{
+	while (jr->waiters) {
+		struct control_waiter *w = jr->waiters;
+		jr->waiters = w->next;
+		control_reply_send(w->reply, run_answer(jr, run, outcome));
+		free(w);
+	}
+}
+
+static int save_state(struct job_rt *jr)
+{
+	char *path = state_path(jr->d->state_dir, "jobs/%s.json", jr->job->name);
+	int r = path ? state_write_json(path, jr->state) : -ENOMEM;
+	free(path);
+	return r;
+}
+
 static void run_done(struct run *run, enum run_outcome outcome, void *ud)
 {
 	struct job_rt *jr = ud;
@@ -177,6 +223,7 @@ static void run_done(struct run *run, enum run_outcome outcome, void *ud)
 	if (d->opts->once)
 		printf("%s: run %s %s\n", jr->job->name, run_id(run), run_summary(run));
 	fflush(stdout);
+	ctl_answer_waiters(jr, run, outcome);
 	run_free(run);
 	jr->run = NULL;
 	jr->cref->users--;
@@ -262,6 +309,183 @@ static void request_run(struct job_rt *jr, enum run_trigger trigger)
 	}
 }
 
+
+static void upload_done(struct run *run, enum run_outcome outcome, void *ud)
+{
+	struct job_rt *jr = ud;
+	struct daemon *d = jr->d;
+
+	d->running--;
+	if (jr->upload_reply)
+		control_reply_send(jr->upload_reply, run_answer(jr, run, outcome));
+	jr->upload_reply = NULL;
+	run_free(run);
+	jr->upload = NULL;
+	if (jr->upload_fd >= 0)
+		close(jr->upload_fd);
+	jr->upload_fd = -1;
+	free(jr->upload_path);
+	jr->upload_path = NULL;
+	jr->cref->users--;
+	if (d->stopping && d->running == 0)
+		daemon_shutdown(d);
+}
+
+static struct job_rt *ctl_job(struct daemon *d, const json_t *req)
+{
+	const char *name = json_string_value(json_object_get(req, "job"));
+	for (struct job_rt *jr = d->jobs; name && jr; jr = jr->next)
+		if (!jr->retired && strcmp(jr->job->name, name) == 0)
+			return jr;
+	return NULL;
+}
+
+static void on_control(void *ud, const json_t *req, struct control_reply *reply)
+{
+	struct daemon *d = ud;
+	const char *cmd = json_string_value(json_object_get(req, "cmd"));
+	const char *who = json_string_value(json_object_get(req, "who"));
+
+	if (strcmp(cmd, "status") == 0) {
+		json_t *jobs = json_object();
+		for (struct job_rt *jr = d->jobs; jr; jr = jr->next) {
+			char next[40] = "";
+			if (jr->retired)
+				continue;
+			if (jr->next_due_ms && jr->job->enabled)
+				util_format_time(jr->next_due_ms, next, sizeof(next));
+			json_object_set_new(jobs, jr->job->name,
+					    json_pack("{ss? ss? sb}", "next_due", next[0] ? next : NULL,
+						      "running", jr->run ? run_id(jr->run) : NULL,
+						      "queued", jr->queued));
+		}
+		control_reply_send(reply, json_pack("{sb sI ss so}", "ok", 1, "pid", (json_int_t)getpid(),
+						    "version", XP_VERSION, "jobs", jobs));
+		return;
+	}
+	if (d->stopping) {
+		control_reply_error(reply, "busy", "the daemon is stopping; try again when it runs");
+		return;
+	}
+	struct job_rt *jr = ctl_job(d, req);
+	if (!jr) {
+		control_reply_error(reply, "not_found",
+				    "the daemon has no job named '%s'; after adding one, reload it "
+				    "with 'systemctl reload xpimportd'",
+				    json_string_value(json_object_get(req, "job")) ?: "");
+		return;
+	}
+	const json_t *paused = json_object_get(jr->state, "paused");
+	if (strcmp(cmd, "run") == 0) {
+		bool coalesced = jr->run != NULL;
+		if (!jr->run && paused) {
+			control_reply_error(reply, "paused",
+					    "job %s is paused since the API refused its apptoken; fix it, "
+					    "then 'xpimportctl resume %s'",
+					    jr->job->name, jr->job->name);
+			return;
+		}
+		if (!jr->run && !jr->upload)
+			start_job(jr, TRIGGER_RUN_NOW);
+		if (!jr->run) {
+			control_reply_error(reply, "busy", "job %s could not be started now; see "
+					    "'journalctl -u xpimportd JOB=%s'", jr->job->name, jr->job->name);
+			return;
+		}
+		if (!json_is_true(json_object_get(req, "wait"))) {
+			control_reply_send(reply, json_pack("{sb ss sb}", "ok", 1, "run_id",
+							    run_id(jr->run), "coalesced", coalesced));
+			return;
+		}
+		struct control_waiter *w = calloc(1, sizeof(*w));
+		if (!w) {
+			control_reply_error(reply, NULL, "out of memory");
+			return;
+		}
+		w->reply = reply;
+		w->next = jr->waiters;
+		jr->waiters = w;
+		return;
+	}
+	if (strcmp(cmd, "resume") == 0) {
+		int r = control_job_resume(jr->state, who, util_now_ms());
+		if (r == 1 && save_state(jr) < 0) {
+			control_reply_error(reply, NULL, "cannot save the job state of %s", jr->job->name);
+			return;
+		}
+		if (r == 1)
+			log_msg(LOG_NOTICE, "%s: resumed by %s", jr->job->name, who ? who : "?");
+		control_reply_send(reply, json_pack("{sb sb}", "ok", 1, "was_paused", r == 1));
+		return;
+	}
+	if (strcmp(cmd, "forget") == 0) {
+		const char *path = json_string_value(json_object_get(req, "path"));
+		int r = path ? ledger_forget(jr->ledger, path, who ? who : "?") : -EINVAL;
+		if (r == -ENOENT) {
+			control_reply_error(reply, "not_found", "job %s has no record of %s",
+					    jr->job->name, path);
+			return;
+		}
+		if (r < 0 || control_job_history_add(jr->state, "forget", who, path, util_now_ms()) < 0 ||
+		    save_state(jr) < 0) {
+			control_reply_error(reply, NULL, "cannot record the forget: %s",
+					    ledger_last_error(jr->ledger));
+			return;
+		}
+		control_reply_send(reply, json_pack("{sb}", "ok", 1));
+		return;
+	}
+	if (strcmp(cmd, "import") == 0) {
+		const char *path = json_string_value(json_object_get(req, "path"));
+		int fd = control_reply_take_fd(reply);
+		if (!path || path[0] != '/' || fd < 0) {
+			if (fd >= 0)
+				close(fd);
+			control_reply_error(reply, "invalid",
+					    "import needs an absolute \"path\" and the open file");
+			return;
+		}
+		if (jr->run || jr->upload) {
+			close(fd);
+			control_reply_error(reply, "busy", "job %s is running (%s); try again when it "
+					    "finished", jr->job->name, jr->run ? run_id(jr->run) : "an import");
+			return;
+		}
+		if (paused) {
+			close(fd);
+			control_reply_error(reply, "paused", "job %s is paused since the API refused its "
+					    "apptoken; fix it, then 'xpimportctl resume %s'",
+					    jr->job->name, jr->job->name);
+			return;
+		}
+		jr->upload_path = strdup(path);
+		struct run_env env = {
+			.loop = &d->loop, .api = d->api, .state_dir = d->state_dir,
+			.ledger = jr->ledger, .job_state = jr->state, .upload_path = jr->upload_path,
+			.upload_fd_set = true, .upload_fd = fd,
+			.keep_runs = jr->cref->cfg->state.keep_runs,
+			.keep_runs_age_ms = jr->cref->cfg->state.keep_runs_age_ms,
+		};
+		jr->upload_reply = reply;
+		jr->upload_fd = fd;
+		jr->cref->users++;
+		d->running++;
+		int r = run_start(jr->job, &env, TRIGGER_UPLOAD, upload_done, jr, &jr->upload);
+		if (r < 0) {
+			jr->cref->users--;
+			d->running--;
+			jr->upload_reply = NULL;
+			free(jr->upload_path);
+			jr->upload_path = NULL;
+			close(fd);
+			jr->upload_fd = -1;
+			control_reply_error(reply, NULL, "cannot start the import: %s", strerror(-r));
+		}
+		return;
+	}
+	control_reply_error(reply, "invalid", "unknown command '%s'", cmd);
+}
+
 static void maybe_start_queued(struct daemon *d)
 {
 	for (struct job_rt *jr = d->jobs; jr && !d->stopping; jr = jr->next)
@@ -325,6 +549,7 @@ static struct job_rt *job_rt_new(struct daemon *d, const struct cfg_job *job, st
 	jr->d = d;
 	jr->job = job;
 	jr->cref = cref;
+	jr->upload_fd = -1;
 	r = ledger_open(d->state_dir, job->name, &jr->ledger, &torn, errbuf, sizeof(errbuf));
 	if (r < 0) {
 		log_msg(LOG_CRIT, "%s: %s", job->name, errbuf[0] ? errbuf : strerror(-r));
@@ -480,6 +705,8 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 static void daemon_shutdown(struct daemon *d)
 {
+	control_server_close(d->ctl);
+	d->ctl = NULL;
 	for (struct job_rt *jr = d->jobs, *next; jr; jr = next) {
 		next = jr->next;
 		job_rt_free(jr);
@@ -633,6 +860,13 @@ int daemon_main(const struct daemon_opts *opts)
 			d.watchdog_on = true;
 			uv_timer_start(&d.watchdog, watchdog_cb, wd_usec / 2000, wd_usec / 2000);
 			uv_unref((uv_handle_t *)&d.watchdog);
+		}
+		char sock[256];
+		if (control_socket_path(NULL, sock, sizeof(sock)) == 0) {
+			r = control_server_start(&d.loop, sock, on_control, &d, &d.ctl);
+			if (r < 0)
+				log_msg(LOG_WARNING, "no control socket %s: %s; 'xpimportctl run' and "
+					"'status' cannot reach this daemon", sock, strerror(-r));
 		}
 		log_event(LOG_INFO, XP_MSG_DAEMON_STARTED, NULL, "xpimportd %s started: %zu jobs, state %s",
 			  XP_VERSION, d.current->cfg->n_jobs, d.state_dir);

@@ -357,18 +357,18 @@ out:
 	return r;
 }
 
-static int copy_local_stage(const char *src, const char *dst, char sha[65])
+static int copy_local_stage(const char *src, int src_fd, const char *dst, char sha[65])
 {
 	char buf[256 * 1024];
-	int r = 0, in = open(src, O_RDONLY | O_CLOEXEC);
+	int r = 0, in = src_fd >= 0 ? dup(src_fd) : open(src, O_RDONLY | O_CLOEXEC);
 	int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
 	if (in < 0 || out < 0) {
 		r = -errno;
 		goto done;
 	}
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
+	for (off_t pos = 0;;) {
+		ssize_t n = pread(in, buf, sizeof(buf), pos);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -377,6 +377,7 @@ static int copy_local_stage(const char *src, const char *dst, char sha[65])
 		}
 		if (n == 0)
 			break;
+		pos += n;
 		for (ssize_t off = 0; off < n;) {
 			ssize_t w = write(out, buf + off, (size_t)(n - off));
 			if (w < 0 && errno == EINTR)
@@ -420,7 +421,8 @@ static int op_fetch(struct run *run, struct run_file *f)
 	unlink(f->stage);
 	int r;
 	if (run->env.upload_path) {
-		r = copy_local_stage(run->env.upload_path, part, f->sha);
+		r = copy_local_stage(run->env.upload_path,
+				     run->env.upload_fd_set ? run->env.upload_fd : -1, part, f->sha);
 		if (r < 0)
 			snprintf(run->serr.message, sizeof(run->serr.message), "cannot read %s: %s",
 				 run->env.upload_path, strerror(-r));
@@ -1500,7 +1502,7 @@ int run_start(const struct cfg_job *job, const struct run_env *env, enum run_tri
 	}
 	if (env->upload_path) {
 		struct stat st;
-		if (stat(env->upload_path, &st) < 0) {
+		if ((env->upload_fd_set ? fstat(env->upload_fd, &st) : stat(env->upload_path, &st)) < 0) {
 			run_fail(run, "cannot read %s: %s", env->upload_path, strerror(errno));
 			run_finish(run);
 			return 0;

@@ -33,6 +33,10 @@ struct run_env {
 	bool dry_run;
 	/* xpimportctl import: a local file instead of the SFTP source. */
 	const char *upload_path;
+	/* ...read from this open descriptor when upload_fd_set (the daemon gets
+	 * the operator's file over the control socket; upload_path is its name). */
+	bool upload_fd_set;
+	int upload_fd;
 	bool progress;           /* print progress to stderr (terminal) */
 	int keep_runs;           /* state.keep_runs (0 = 100) */
 	int64_t keep_runs_age_ms; /* state.keep_runs_age (0 = no age limit) */

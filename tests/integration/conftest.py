@@ -74,6 +74,12 @@ def daemons(tmp_path):
     started = []
 
     def start(args, env=None):
+        env = dict(env or {})
+        # each daemon its own control socket (never the system's /run/xpimportd)
+        if "RUNTIME_DIRECTORY" not in env:
+            run_dir = tmp_path / f"run-{len(started)}"
+            run_dir.mkdir(mode=0o755, exist_ok=True)
+            env["RUNTIME_DIRECTORY"] = str(run_dir)
         d = harness.Daemon(args, tmp_path / f"xpimportd-{len(started)}.log", env=env)
         started.append(d)
         return d
