@@ -1678,6 +1678,10 @@ static void load_jobs(struct loader *ld)
 				report(ld, 1, 1,
 				       "job name '%s' (the file name) may contain only letters, "
 				       "digits, '.', '_' and '-'", shown(b, stem));
+			else if (strcmp(stem, "_manual") == 0)
+				report(ld, 1, 1,
+				       "job name '_manual' is reserved (it holds the runs of "
+				       "'xpimportctl create-profile'); rename the file");
 			if (load_tree(ld, abs, &root, &io_err)) {
 				struct cfg_job *job = &cfg->jobs[cfg->n_jobs++];
 				job_defaults(ld, job);

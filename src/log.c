@@ -21,6 +21,7 @@
 static const char *log_ident = "xpimportd";
 static int log_verbose;
 static bool log_to_journal;
+static bool log_plain; /* a terminal: no "<N>" prefixes */
 
 static bool stderr_is_journal(void)
 {
@@ -40,6 +41,7 @@ void log_init(const char *ident, int verbose)
 	log_ident = ident;
 	log_verbose = verbose;
 	log_to_journal = stderr_is_journal();
+	log_plain = !log_to_journal && isatty(STDERR_FILENO);
 }
 
 #define LOG_FIELDS_MAX 24
@@ -79,7 +81,8 @@ static void log_emit(int priority, const char *msg_id, const char *const *fields
 
 	/* stderr: "<prio>message [KEY=value ...]" on one line. */
 	char line[4096];
-	int len = snprintf(line, sizeof(line), "<%d>%s", priority, msg);
+	int len = log_plain ? snprintf(line, sizeof(line), "%s", msg)
+			    : snprintf(line, sizeof(line), "<%d>%s", priority, msg);
 	if (len < 0)
 		return;
 	if ((size_t)len >= sizeof(line))

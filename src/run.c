@@ -124,6 +124,7 @@ struct run {
 	bool timer_open;
 	int64_t task_deadline_ms;
 	int64_t started_ms;
+	int64_t mono_start_ms;
 	int64_t progress_ms;
 };
 
@@ -849,6 +850,8 @@ static void after_fetch(struct run *run)
 		}
 	}
 	run_set_state(run, RS_VALIDATE);
+	if (run->env.progress)
+		fprintf(stderr, "%s: validating %.1f MB...\n", f->e.name, (double)f->e.size / 1e6);
 	queue_op(run, OP_VALIDATE);
 }
 
@@ -983,19 +986,26 @@ static void after_validate(struct run *run)
 
 /* ---- posting ------------------------------------------------------------- */
 
+/* xpimportctl import on a terminal: rows, MB/s, elapsed and ETA on stderr. */
 static void progress(struct run *run, struct run_file *f)
 {
 	if (!run->env.progress)
 		return;
 	int64_t now = util_mono_ms();
-	if (now - run->progress_ms < 500 && !f->eof)
+	bool last = f->in_flight == 0 && (f->eof || f->stop_sending);
+	if (now - run->progress_ms < 250 && !last)
 		return;
 	run->progress_ms = now;
-	double secs = (double)(now - (run->started_ms ? 0 : 0)) / 1000.0;
-	(void)secs;
-	fprintf(stderr, "\r%s: %" PRIu64 " of %" PRIu64 " rows posted, batch %zu/%zu   ", f->e.name,
-		f->rows_posted, f->sum.rows_valid, f->first_batch + f->n_accepted, f->sum.n_batches);
-	if (f->eof && f->in_flight == 0)
+	size_t done = f->first_batch + f->n_accepted;
+	double frac = f->sum.n_batches ? (double)done / (double)f->sum.n_batches : 1.0;
+	double elapsed = (double)(now - run->mono_start_ms) / 1000.0;
+	double mb = (double)f->e.size * frac / 1e6;
+	double eta = frac > 0 ? elapsed * (1.0 - frac) / frac : 0;
+	fprintf(stderr,
+		"\r%s: %" PRIu64 "/%" PRIu64 " rows, batch %zu/%zu, %.1f MB/s, elapsed %.0fs, ETA %.0fs   ",
+		f->e.name, f->rows_posted, f->sum.rows_valid, done, f->sum.n_batches,
+		elapsed > 0 ? mb / elapsed : 0.0, elapsed, eta);
+	if (last)
 		fputc('\n', stderr);
 }
 
@@ -1452,6 +1462,7 @@ int run_start(const struct cfg_job *job, const struct run_env *env, enum run_tri
 	run->done = done;
 	run->ud = ud;
 	run->started_ms = util_now_ms();
+	run->mono_start_ms = util_mono_ms();
 	state_new_run_id(run->id);
 	uv_timer_init(env->loop, &run->task_timer);
 	run->task_timer.data = run;

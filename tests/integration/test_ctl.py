@@ -559,7 +559,8 @@ def test_import_progress_only_on_a_terminal(xpconfig, ctl, fakeapi, tmp_path):
 
     p, err = on_pty("import", "--job", "crm-daily", str(f))
     assert p.returncode == 0, err
-    assert "upload.csv: 3 of 3 rows posted, batch 1/1" in err, err
+    assert "upload.csv: 3/3 rows, batch 1/1" in err, err
+    assert "MB/s" in err and "elapsed" in err and "ETA" in err, err
     p, err = on_pty("import", "--job", "crm-daily", "--quiet", str(g))
     assert p.returncode == 0, err
     assert "rows posted" not in err, err
