@@ -161,8 +161,10 @@ int csvmap_build(const struct cfg_job *job, const char *const *names, const size
 			if (pass == 1 && is_uid)
 				continue;
 			if (!attr) {
-				if (pass == 1) {
+				if (pass == 1)
 					m->col_attr[i] = -1;
+				/* `skip` is the operator's decision: not reported as unmapped. */
+				if (pass == 1 && !explicit_entry) {
 					m->ignored[m->n_ignored] = strdup(m->headers[i]);
 					if (!m->ignored[m->n_ignored++]) {
 						rc = -ENOMEM;

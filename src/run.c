@@ -748,6 +748,7 @@ static void file_fail(struct run *run, struct run_file *f, const char *msg_id, c
 	va_end(ap);
 	f->outcome = FO_FAILED;
 	run->files_failed++;
+	unlink(f->stage); /* not retried for this identity: keep no copy */
 	run_fail(run, "%s: %s", f->e.name, f->error);
 	run_log(run, LOG_ERR, msg_id, f, NULL, NULL, "%s", f->error);
 	if (!run->env.dry_run && run->env.ledger) {
@@ -901,6 +902,7 @@ static void after_validate(struct run *run)
 	}
 	if (run->env.dry_run) {
 		print_dry_run(run, f);
+		unlink(f->stage); /* a dry run keeps no copy of the partner's data */
 		f->outcome = FO_DRY_RUN;
 		if (f->sum.file_error || f->sum.over_budget)
 			run_fail(run, "%s: %s", f->e.name,
