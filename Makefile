@@ -28,7 +28,7 @@ UNIT_SRCS = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_TESTS = $(UNIT_SRCS:.c=)
 HEADERS = $(wildcard src/*.h)
 
-.PHONY: all deps demo check check-unit check-integration check-man check-fuzz check-reliability \
+.PHONY: all deps demo check check-unit check-integration check-man check-systemd check-fuzz check-reliability \
         bench fuzz install clean distclean
 .DEFAULT_GOAL := all
 
@@ -102,7 +102,17 @@ check-integration: $(PROGRAMS)
 check-man:
 	@for m in man/*.[0-9]; do mandoc -Tlint -W warning $$m || exit 1; done; echo "man pages: mandoc -Tlint clean"
 
-check: all check-unit check-man check-fuzz check-integration
+# The unit, with its programs pointing into the tree: `systemd-analyze verify` clean and a
+# `systemd-analyze security` exposure of at most 1.5 (when systemd-analyze is installed).
+check-systemd: all
+	@if ! command -v systemd-analyze >/dev/null; then echo "systemd-analyze not installed: skipped"; exit 0; fi; \
+	  u=$$(mktemp -d)/xpimportd.service; sed "s|@sbindir@|$(CURDIR)/src|g" systemd/xpimportd.service > $$u; \
+	  systemd-analyze verify --man=no $$u || exit 1; \
+	  e=$$(systemd-analyze security --offline=yes $$u 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p'); \
+	  echo "systemd-analyze security: exposure $$e (limit 1.5)"; rm -rf $$(dirname $$u); \
+	  awk -v e="$$e" 'BEGIN { exit !(e != "" && e <= 1.5) }'
+
+check: all check-unit check-man check-systemd check-fuzz check-integration
 
 demo: all
 	$(PYTHON) tests/demo.py
