@@ -128,11 +128,11 @@ static void report(struct loader *ld, int line, int col, const char *fmt, ...)
 
 /* Outside text shown in a message: bounded, control bytes replaced. */
 #define SHOWN_MAX 64
-static const char *shown(char buf[SHOWN_MAX + 4], const char *s)
+static const char *shown_max(char *buf, size_t max, const char *s)
 {
 	size_t i = 0;
 
-	for (; s[i] && i < SHOWN_MAX; i++) {
+	for (; s[i] && i < max; i++) {
 		unsigned char ch = (unsigned char)s[i];
 		buf[i] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
 	}
@@ -145,6 +145,14 @@ static const char *shown(char buf[SHOWN_MAX + 4], const char *s)
 	}
 	return buf;
 }
+
+static const char *shown(char buf[SHOWN_MAX + 4], const char *s)
+{
+	return shown_max(buf, SHOWN_MAX, s);
+}
+
+/* File paths come from our own configuration: shown in full (bounded by PATH_MAX). */
+#define shown_path(buf, s) shown_max((buf), PATH_MAX, (s))
 
 static char *xstrdup(struct loader *ld, const char *s)
 {
@@ -841,7 +849,7 @@ static int get_file(struct loader *ld, struct node *map, const char *key, enum f
 	char *name = NULL, *path;
 	const struct node *v;
 	struct stat st;
-	char b[SHOWN_MAX + 4];
+	char b[PATH_MAX + 4];
 	int rc = get_str(ld, map, key, &name);
 
 	if (rc <= 0)
@@ -860,23 +868,23 @@ static int get_file(struct loader *ld, struct node *map, const char *key, enum f
 		return 1;
 	if (stat(path, &st) < 0) {
 		if (errno == ENOENT)
-			report(ld, v->line, v->col, "%s '%s' does not exist", key, shown(b, path));
+			report(ld, v->line, v->col, "%s '%s' does not exist", key, shown_path(b, path));
 		else
-			report(ld, v->line, v->col, "%s '%s': %s", key, shown(b, path), strerror(errno));
+			report(ld, v->line, v->col, "%s '%s': %s", key, shown_path(b, path), strerror(errno));
 		return -1;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		report(ld, v->line, v->col, "%s '%s' is not a regular file", key, shown(b, path));
+		report(ld, v->line, v->col, "%s '%s' is not a regular file", key, shown_path(b, path));
 		return -1;
 	}
 	if (kind == FILE_SECRET && (st.st_mode & (S_IRGRP | S_IROTH))) {
 		report(ld, v->line, v->col, "%s '%s' is readable by group or others; chmod 600 it",
-		       key, shown(b, path));
+		       key, shown_path(b, path));
 		return -1;
 	}
 	if (kind == FILE_SECRET && (st.st_mode & (S_IWGRP | S_IWOTH))) {
 		report(ld, v->line, v->col, "%s '%s' is writable by group or others; chmod 600 it",
-		       key, shown(b, path));
+		       key, shown_path(b, path));
 		return -1;
 	}
 	return 1;

@@ -800,6 +800,20 @@ static void next_file(struct run *run)
 	queue_op(run, OP_FETCH);
 }
 
+/* The same path with the same content (a re-upload with a new mtime) is the
+ * same file: never imported twice. */
+static const struct ledger_file *imported_same_content(const struct run *run,
+						       const struct run_file *f)
+{
+	for (size_t i = 0; i < ledger_count(run->env.ledger); i++) {
+		const struct ledger_file *lf = ledger_at(run->env.ledger, i);
+		if (lf->state == LF_IMPORTED && strcmp(lf->sha256, f->sha) == 0 &&
+		    strcmp(lf->path, f->e.path) == 0 && strcmp(lf->site, site_name(run)) == 0)
+			return lf;
+	}
+	return NULL;
+}
+
 static void after_fetch(struct run *run)
 {
 	struct run_file *f = &run->files[run->cur];
@@ -814,7 +828,10 @@ static void after_fetch(struct run *run)
 	ledger_key_of(run, f, &k);
 	if (!run->env.dry_run && run->env.ledger) {
 		const struct ledger_file *same = ledger_get(run->env.ledger, &k);
+		if (!same || same->state != LF_IMPORTED)
+			same = imported_same_content(run, f);
 		if (same && same->state == LF_IMPORTED) {
+			unlink(f->stage);
 			f->outcome = FO_SKIPPED;
 			run->files_skipped++;
 			snprintf(f->error, sizeof(f->error), "already imported (run %s)", same->run_id);
@@ -825,6 +842,7 @@ static void after_fetch(struct run *run)
 		}
 		const struct ledger_file *dup = ledger_find_sha(run->env.ledger, f->sha, f->e.path);
 		if (dup && run->job->source.skip_duplicate_content) {
+			unlink(f->stage);
 			f->outcome = FO_SKIPPED;
 			run->files_skipped++;
 			snprintf(f->error, sizeof(f->error),

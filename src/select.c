@@ -1,6 +1,7 @@
 /* select.c — complete-file-only selection (settle, min_age, done marker,
  * include/exclude globs, partial-upload names), oldest first. */
 #include "select.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -69,6 +70,38 @@ static int add_waiting(struct select_result *r, const char *path, const char *fm
 	return 0;
 }
 
+/* With recursive listing, the job's own move targets under source.path are
+ * not sources. The folder is the part of `to` before the first component
+ * holding a strftime token ("archive/%Y-%m-%d" -> "archive/"). */
+static bool in_after_folder(const struct cfg_job *job, const char *path)
+{
+	const struct cfg_after *acts[] = {&job->source.after_import, &job->source.after_failure};
+
+	for (size_t i = 0; i < XP_ARRAY_SIZE(acts); i++) {
+		const char *to = acts[i]->to;
+		char prefix[4096];
+		if (acts[i]->action != AFTER_MOVE || !to)
+			continue;
+		size_t dirlen = strcspn(to, "%");
+		if (to[dirlen] == '%') {
+			while (dirlen > 0 && to[dirlen - 1] != '/')
+				dirlen--;
+			if (dirlen == 0)
+				continue; /* the first component varies: nothing fixed to skip */
+		}
+		int n = to[0] == '/'
+				? snprintf(prefix, sizeof(prefix), "%.*s/", (int)dirlen, to)
+				: snprintf(prefix, sizeof(prefix), "%s/%.*s/", job->source.path, (int)dirlen, to);
+		if (n <= 0 || (size_t)n >= sizeof(prefix))
+			continue;
+		if (n >= 2 && prefix[n - 2] == '/')
+			prefix[--n] = '\0'; /* "archive/" + "/" */
+		if (strncmp(path, prefix, (size_t)n) == 0)
+			return true;
+	}
+	return false;
+}
+
 static int cmp_oldest(const void *a, const void *b)
 {
 	const struct sftp_entry *x = a, *y = b;
@@ -119,6 +152,10 @@ int select_files(const struct cfg_job *job, const struct sftp_listing *listing,
 			continue; /* directories, symlinks: never taken (xpimportd.yaml(5)) */
 		if (marker && *marker && has_suffix(e->name, marker))
 			continue; /* the marker itself */
+		if (job->source.after_failure.upload_rejects && has_suffix(e->name, ".rejects.csv"))
+			continue; /* a reject report we uploaded for the sender */
+		if (job->source.recursive && in_after_folder(job, e->path))
+			continue; /* our own archive/failed folders */
 		if (!matches_any(job->source.include, job->source.n_include, e->name))
 			continue;
 		if (is_partial_name(e->name) ||
