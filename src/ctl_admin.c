@@ -298,11 +298,9 @@ static int resolve_ledger_path(const struct ledger *l, const char *job, const ch
 
 static int write_job_state(const struct ctl *c, const char *job, const json_t *js)
 {
-	char *path = state_path(c->state_dir, "jobs/%s.json", job);
-	int r = path ? state_write_json(path, js) : -ENOMEM;
+	int r = state_save_job_state(c->state_dir, job, js);
 	if (r < 0)
-		ctl_err("cannot write %s: %s", path ? path : "the job state", strerror(-r));
-	free(path);
+		ctl_err("cannot write the job state of %s in %s: %s", job, c->state_dir, strerror(-r));
 	return r;
 }
 

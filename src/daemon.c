@@ -205,10 +205,7 @@ static void ctl_answer_waiters(struct job_rt *jr, struct run *run, enum run_outc
 
 static int save_state(struct job_rt *jr)
 {
-	char *path = state_path(jr->d->state_dir, "jobs/%s.json", jr->job->name);
-	int r = path ? state_write_json(path, jr->state) : -ENOMEM;
-	free(path);
-	return r;
+	return state_save_job_state(jr->d->state_dir, jr->job->name, jr->state);
 }
 
 static void run_done(struct run *run, enum run_outcome outcome, void *ud)

@@ -310,14 +310,10 @@ static int save_job_state(struct run *run)
 {
 	if (run->env.dry_run || !run->env.job_state)
 		return 0;
-	char *path = state_path(run->env.state_dir, "jobs/%s.json", run->job->name);
-	if (!path)
-		return -ENOMEM;
-	int r = state_write_json(path, run->env.job_state);
+	int r = state_save_job_state(run->env.state_dir, run->job->name, run->env.job_state);
 	if (r < 0)
-		run_log(run, LOG_ERR, NULL, NULL, NULL, NULL, "cannot write job state %s: %s", path,
-			strerror(-r));
-	free(path);
+		run_log(run, LOG_ERR, NULL, NULL, NULL, NULL, "cannot write the job state of %s: %s",
+			run->job->name, strerror(-r));
 	return r;
 }
 

@@ -317,6 +317,14 @@ out:
 	return r;
 }
 
+int state_save_job_state(const char *state_dir, const char *job, const json_t *doc)
+{
+	char *path = state_path(state_dir, "jobs/%s.json", job);
+	int r = path ? state_write_json(path, doc) : -ENOMEM;
+	free(path);
+	return r;
+}
+
 int state_write_json(const char *path, const json_t *doc)
 {
 	if (!doc)

@@ -37,6 +37,9 @@ int state_lock_holder(const char *state_dir, long *pid_out);
 int state_write_atomic(const char *path, const void *data, size_t len);
 /* The same for a JSON document (compact, sorted keys, trailing newline). */
 int state_write_json(const char *path, const json_t *doc);
+/* The job state document STATE/jobs/JOB.json, written atomically. */
+int state_save_job_state(const char *state_dir, const char *job, const json_t *doc);
+
 /* Load a JSON document; -ENOENT if absent, -EBADMSG if not JSON. New ref. */
 int state_read_json(const char *path, json_t **out);
 /* The same, with "PATH:LINE:COL: message" in err on -EBADMSG; -EFBIG over
