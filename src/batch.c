@@ -164,7 +164,7 @@ static uint32_t *id_slot(struct batch *b, const char *uid, size_t n, bool *found
 
 enum batch_place batch_place(struct batch *b, const char *uid, size_t uid_len, size_t row_len)
 {
-	if (b->head.len + row_len + 2 > b->max_bytes)
+	if (batch_too_big(b, row_len))
 		return BATCH_TOO_BIG;
 	if (b->rows == 0)
 		return BATCH_APPEND;

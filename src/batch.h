@@ -47,6 +47,11 @@ enum batch_place {
 	BATCH_TOO_BIG,   /* the row alone is over max_bytes: a row error */
 };
 enum batch_place batch_place(struct batch *b, const char *uid, size_t uid_len, size_t row_len);
+/* batch_place() == BATCH_TOO_BIG, without the user_id lookup. */
+static inline bool batch_too_big(const struct batch *b, size_t row_len)
+{
+	return b->head.len + row_len + 2 > b->max_bytes;
+}
 /* Start a batch: body (may be NULL when only counting) gets the head. */
 int batch_start(struct batch *b, struct strbuf *body);
 /* Append a row placed with BATCH_APPEND (or after batch_start). */

@@ -31,11 +31,14 @@ struct csvread_row {
 	uint64_t end_line;        /* physical line where it ends */
 	size_t n_fields;          /* fields in the row (may exceed n_stored) */
 	size_t n_stored;          /* fields available in buf/off/len (<= max_columns) */
-	const char *buf;          /* field i: buf + off[i], len[i] bytes, NUL-terminated */
+	const char *buf;          /* field i: buf + off[i], len[i] bytes (not NUL-terminated;
+				   * at least CSVREAD_PAD bytes after it are readable) */
 	const size_t *off;
 	const size_t *len;
 	const char *raw;          /* the row's bytes as in the file, without the final line end */
 	size_t raw_len;
+	bool in_line;             /* every field lies inside raw (a quote-free line), so one
+				   * csvread_scan_padded(raw, raw_len) covers them all */
 	enum csvread_error error;
 	size_t error_field;       /* 0-based column of the error */
 };
@@ -67,6 +70,12 @@ void csvread_free(struct csvread *r);
 #define CSVREAD_SCAN_NUL 2u   /* has a NUL byte */
 #define CSVREAD_SCAN_ESC 4u   /* has bytes that JSON must escape (< 0x20, '"', '\\') */
 unsigned csvread_scan(const char *p, size_t n);
+/* The same for a field of a row: may read up to CSVREAD_PAD bytes past p + n. */
+#define CSVREAD_PAD 16
+unsigned csvread_scan_padded(const char *p, size_t n);
+
+/* util_utf8_valid(), sixteen ASCII bytes at a time. */
+bool csvread_utf8_valid(const char *p, size_t n);
 
 /* Number of UTF-8 code points in valid UTF-8 text. */
 size_t csvread_utf8_chars(const char *p, size_t n);

@@ -2,10 +2,12 @@
  *
  * Both passes run the same engine: read a row (csvread), check it against
  * the header, validate each mapped cell (validate), encode the row as JSON
- * and place it into a batch (batch). Pass 1 only counts and writes the
- * reject report; pass 2 keeps the bodies. Because the engine is the same
- * and every decision depends only on the file and the job, both passes agree
- * on every row, batch boundary and byte, which crash resume relies on. */
+ * and place it into a batch (batch). Pass 1 counts and writes the reject
+ * report, and with a spool also keeps the bodies in it; pass 2 either runs
+ * the engine again and keeps the bodies, or reads them from the spool.
+ * Because the engine and the sequence of batch_*() calls are the same and
+ * every decision depends only on the file and the job, all ways agree on
+ * every row, batch boundary and byte, which crash resume relies on. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <endian.h>
 
 #include "batch.h"
 #include "csvmap.h"
@@ -29,6 +32,7 @@ struct reject {
 	char message[300];
 	const char *value;        /* the offending cell, verbatim */
 	size_t value_len;
+	char column_buf[32];      /* "column 9" when past the header */
 };
 
 struct engine {
@@ -194,7 +198,6 @@ static bool pair_missing(const struct engine *e, int a, int sub, const char *nam
 static int engine_next(struct engine *e, struct reject *rj)
 {
 	const struct csvread_row *row;
-	char cbuf[32];
 	int rc = csvread_next(e->rd, &row, e->err, sizeof(e->err));
 	if (rc <= 0)
 		return rc;
@@ -202,7 +205,7 @@ static int engine_next(struct engine *e, struct reject *rj)
 	const struct csvmap *m = e->map;
 
 	if (row->error != CSVREAD_OK) {
-		const char *col = column_name(e, row->error_field, cbuf, sizeof(cbuf));
+		const char *col = column_name(e, row->error_field, rj->column_buf, sizeof(rj->column_buf));
 		reject_row(rj, row, col, "csv");
 		switch (row->error) {
 		case CSVREAD_EQUOTE:
@@ -255,13 +258,22 @@ static int engine_next(struct engine *e, struct reject *rj)
 			 row->n_fields == 1 ? "" : "s", m->n_columns);
 		return ROW_REJECTED;
 	}
+	/* A quote-free line is scanned once as a whole: when it has nothing to
+	 * escape, no NUL and valid UTF-8, so has every field in it. Otherwise
+	 * each field is scanned, so that the first bad mapped column is named. */
+	bool clean = false;
+	if (row->in_line) {
+		unsigned lf = csvread_scan_padded(row->raw, row->raw_len);
+		clean = !(lf & CSVREAD_SCAN_ESC) &&
+			(!(lf & CSVREAD_SCAN_HIGH) || csvread_utf8_valid(row->raw, row->raw_len));
+	}
 	for (size_t c = 0; c < m->n_columns; c++) {
 		int a = m->col_attr[c];
 		if (a < 0)
 			continue;
 		const char *p = csvread_field(row, c);
 		size_t n = row->len[c];
-		unsigned flags = csvread_scan(p, n);
+		unsigned flags = clean ? 0 : csvread_scan_padded(p, n);
 		if (flags & (CSVREAD_SCAN_NUL | CSVREAD_SCAN_HIGH)) {
 			if (flags & CSVREAD_SCAN_NUL) {
 				reject_row(rj, row, m->headers[c], "nul");
@@ -334,7 +346,7 @@ static int engine_next(struct engine *e, struct reject *rj)
 	sb->data[sb->len] = '\0';
 	e->uid = e->outs[0].p;
 	e->uid_len = e->outs[0].n;
-	if (batch_place(&e->batch, e->uid, e->uid_len, sb->len) == BATCH_TOO_BIG) {
+	if (batch_too_big(&e->batch, sb->len)) {
 		reject_row(rj, row, "", "limit");
 		snprintf(rj->message, sizeof(rj->message),
 			 "row is %zu bytes as JSON, more than batch.max_bytes (%zu)", sb->len,
@@ -481,17 +493,205 @@ static bool over_budget(const struct cfg_job *job, const struct pipe_summary *s)
 	return false;
 }
 
-int pipeline_validate(const struct cfg_job *job, const char *path, const char *display_name,
-		      const char *reject_path, struct pipe_summary *s)
+/* ---- the spool ---------------------------------------------------------------
+ * Pass 1 can keep the bodies it encodes so that pass 2 does not parse again:
+ *   "XPSPOOL1"
+ *   per batch:  u32 rows (>= 1), u64 length, length body bytes, u64 sum_of(rows, length, body)
+ *   trailer:    u32 0, u64 batches, u64 offset of the trailer, u64 sum_of(0, 0, these 20 bytes)
+ * all little-endian. A truncated spool has no valid trailer and is refused
+ * at open; a damaged batch fails its CRC before it is returned. */
+#define SPOOL_MAGIC "XPSPOOL1"
+#define SPOOL_MAGIC_LEN 8
+#define SPOOL_REC_HEAD 12
+#define SPOOL_TRAILER 28
+#define SPOOL_SUM 8
+
+struct spool_out {
+	const char *path;
+	int fd;                   /* -1: not (or no longer) spooling */
+	bool created;
+	struct strbuf body;       /* the batch being encoded */
+	uint64_t off;             /* bytes written */
+	uint64_t n_batches;
+};
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+/* A checksum against damage (not against malice): four lanes of 8-byte
+ * words, each step (h ^ w) * K then a rotation, which is invertible, so a
+ * change in any one word always changes the result; several GB/s, where
+ * zlib's CRC-32 cost a tenth of the pass. The tail goes byte by byte
+ * into the first lane. The seeds cover a batch's rows and length. */
+static uint64_t rotl64(uint64_t v, int k)
+{
+	return (v << k) | (v >> (64 - k));
+}
+
+static uint64_t load64(const unsigned char *p)
+{
+	uint64_t w;
+	memcpy(&w, p, 8);
+	return le64toh(w);
+}
+
+static uint64_t sum_of(uint64_t seed0, uint64_t seed1, const void *p, size_t n)
+{
+	static const uint64_t K = 0x9e3779b97f4a7c15ull;
+	const unsigned char *s = p;
+	uint64_t h0 = 0x243f6a8885a308d3ull ^ seed0, h1 = 0x13198a2e03707344ull ^ seed1,
+		 h2 = 0xa4093822299f31d0ull, h3 = 0x082efa98ec4e6c89ull;
+	size_t i = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		h0 = rotl64((h0 ^ load64(s + i)) * K, 31);
+		h1 = rotl64((h1 ^ load64(s + i + 8)) * K, 31);
+		h2 = rotl64((h2 ^ load64(s + i + 16)) * K, 31);
+		h3 = rotl64((h3 ^ load64(s + i + 24)) * K, 31);
+	}
+	for (; i < n; i++)
+		h0 = rotl64((h0 ^ s[i]) * K, 31);
+	uint64_t r = n * K;
+	r = rotl64((r ^ h0) * 0xff51afd7ed558ccdull, 29);
+	r = rotl64((r ^ h1) * 0xff51afd7ed558ccdull, 29);
+	r = rotl64((r ^ h2) * 0xff51afd7ed558ccdull, 29);
+	r = rotl64((r ^ h3) * 0xff51afd7ed558ccdull, 29);
+	return r ^ (r >> 32);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int spool_create(struct spool_out *sp, const char *path)
+{
+	sp->path = path;
+	sp->fd = -1;
+	if (!path)
+		return 0;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	sp->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (sp->fd < 0)
+		return -errno;
+	sp->created = true;
+	sp->off = SPOOL_MAGIC_LEN;
+	return write_all(sp->fd, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
+}
+
+/* The body of the batch being built, or NULL when not spooling. */
+static struct strbuf *spool_body(struct spool_out *sp)
+{
+	return sp->fd >= 0 ? &sp->body : NULL;
+}
+
+static int spool_put(struct spool_out *sp, size_t rows)
+{
+	unsigned char head[SPOOL_REC_HEAD], sum[SPOOL_SUM];
+	if (sp->fd < 0)
+		return 0;
+	put_le32(head, (uint32_t)rows);
+	put_le64(head + 4, sp->body.len);
+	put_le64(sum, sum_of(rows, sp->body.len, sp->body.data, sp->body.len));
+	int rc = write_all(sp->fd, head, sizeof(head));
+	if (rc == 0)
+		rc = write_all(sp->fd, sp->body.data, sp->body.len);
+	if (rc == 0)
+		rc = write_all(sp->fd, sum, sizeof(sum));
+	sp->off += sizeof(head) + sp->body.len + sizeof(sum);
+	sp->n_batches++;
+	return rc;
+}
+
+static int spool_finish(struct spool_out *sp)
+{
+	unsigned char t[SPOOL_TRAILER];
+	if (sp->fd < 0)
+		return 0;
+	put_le32(t, 0);
+	put_le64(t + 4, sp->n_batches);
+	put_le64(t + 12, sp->off);
+	put_le64(t + 20, sum_of(0, 0, t, 20));
+	int rc = write_all(sp->fd, t, sizeof(t));
+	if (rc == 0 && fsync(sp->fd) < 0)
+		rc = -errno;
+	if (close(sp->fd) < 0 && rc == 0)
+		rc = -errno;
+	sp->fd = -1;
+	return rc;
+}
+
+/* No spool is left of a file that will not be posted. */
+static void spool_discard(struct spool_out *sp)
+{
+	if (sp->fd >= 0) {
+		close(sp->fd);
+		sp->fd = -1;
+	}
+	if (sp->created) {
+		unlink(sp->path);
+		sp->created = false;
+	}
+}
+
+/* A failed spool write, said in e->err. */
+static int spool_error(struct engine *e, const char *path, int rc)
+{
+	if (rc < 0 && rc != -ENOMEM)
+		snprintf(e->err, sizeof(e->err), "cannot write the spool %s: %s", path, strerror(-rc));
+	return rc;
+}
+
+static int validate_file(const struct cfg_job *job, const char *path, const char *reject_path,
+			 const char *spool_path, struct pipe_summary *s)
 {
 	struct engine e;
 	struct report rep = {reject_path, NULL};
+	struct spool_out sp = {0};
 	struct strbuf first = {0};
 	struct reject rj;
 	int rc;
 
-	(void)display_name;
 	memset(s, 0, sizeof(*s));
+	memset(&e, 0, sizeof(e));
+	rc = spool_create(&sp, spool_path);
+	if (rc < 0) {
+		snprintf(e.err, sizeof(e.err), "cannot create the spool %s: %s", spool_path,
+			 strerror(-rc));
+		goto out;
+	}
 	rc = engine_open(&e, job, path);
 	if (rc < 0)
 		goto out;
@@ -502,9 +702,10 @@ int pipeline_validate(const struct cfg_job *job, const char *path, const char *d
 	if (rc < 0)
 		goto out;
 	rc = strbuf_append(&first, "[", 1);
+	if (rc == 0)
+		rc = batch_start(&e.batch, spool_body(&sp));
 	if (rc < 0)
 		goto out;
-	batch_start(&e.batch, NULL);
 	for (;;) {
 		rc = engine_next(&e, &rj);
 		if (rc < 0)
@@ -527,17 +728,28 @@ int pipeline_validate(const struct cfg_job *job, const char *path, const char *d
 					 reject_path, strerror(-rc));
 				goto out;
 			}
+			/* certainly over budget: the rest need not be spooled */
+			if (job->validation.max_invalid_rows >= 0 &&
+			    s->rows_rejected > (uint64_t)job->validation.max_invalid_rows)
+				spool_discard(&sp);
 			continue;
 		}
 		enum batch_place pl = batch_place(&e.batch, e.uid, e.uid_len, e.row.len);
 		if (pl == BATCH_CLOSE || pl == BATCH_CLOSE_DUP) {
 			if (pl == BATCH_CLOSE_DUP)
 				s->duplicates++;
-			batch_finish(&e.batch, NULL);
+			rc = batch_finish(&e.batch, spool_body(&sp));
+			if (rc == 0)
+				rc = spool_put(&sp, e.batch.rows);
+			if (rc == 0)
+				rc = batch_start(&e.batch, spool_body(&sp));
+			if (rc < 0) {
+				rc = spool_error(&e, spool_path, rc);
+				goto out;
+			}
 			s->n_batches++;
-			batch_start(&e.batch, NULL);
 		}
-		rc = batch_append(&e.batch, NULL, e.row.data, e.row.len, e.uid, e.uid_len);
+		rc = batch_append(&e.batch, spool_body(&sp), e.row.data, e.row.len, e.uid, e.uid_len);
 		if (rc < 0)
 			goto out;
 		if (s->rows_valid < PIPE_FIRST_ROWS) {
@@ -547,8 +759,16 @@ int pipeline_validate(const struct cfg_job *job, const char *path, const char *d
 		}
 		s->rows_valid++;
 	}
-	if (e.batch.rows > 0)
+	if (e.batch.rows > 0) {
+		rc = batch_finish(&e.batch, spool_body(&sp));
+		if (rc == 0)
+			rc = spool_put(&sp, e.batch.rows);
+		if (rc < 0) {
+			rc = spool_error(&e, spool_path, rc);
+			goto out;
+		}
 		s->n_batches++;
+	}
 	if (s->rows_valid > 0) {
 		rc = strbuf_append(&first, "]", 1);
 		if (rc < 0)
@@ -560,7 +780,7 @@ int pipeline_validate(const struct cfg_job *job, const char *path, const char *d
 		}
 	}
 	s->over_budget = over_budget(job, s);
-	rc = 0;
+	rc = s->over_budget ? 0 : spool_error(&e, spool_path, spool_finish(&sp));
 out:
 	if (e.rd)
 		s->bytes = csvread_bytes(e.rd);
@@ -577,9 +797,26 @@ out:
 			 reject_path, strerror(-rc2));
 		rc = rc2;
 	}
+	if (rc < 0 || s->file_error || s->over_budget)
+		spool_discard(&sp);
+	strbuf_free(&sp.body);
 	strbuf_free(&first);
 	engine_free(&e);
 	return rc;
+}
+
+int pipeline_validate(const struct cfg_job *job, const char *path, const char *display_name,
+		      const char *reject_path, struct pipe_summary *s)
+{
+	(void)display_name;
+	return validate_file(job, path, reject_path, NULL, s);
+}
+
+int pipeline_validate_spool(const struct cfg_job *job, const char *path, const char *display_name,
+			    const char *reject_path, const char *spool_path, struct pipe_summary *s)
+{
+	(void)display_name;
+	return validate_file(job, path, reject_path, spool_path, s);
 }
 
 /* ---- pass 2 --------------------------------------------------------------- */
@@ -588,6 +825,9 @@ struct pipe_batcher {
 	bool pending;   /* e.row holds a valid row that opens the next batch */
 	bool done;
 	size_t index;
+	int spool_fd;   /* >= 0: the bodies come from a spool (pipeline_spool_open) */
+	uint64_t spool_left;   /* bytes before the trailer not read yet */
+	size_t spool_batches;
 };
 
 int pipeline_batcher_open(const struct cfg_job *job, const char *path, const char *display_name,
@@ -598,6 +838,7 @@ int pipeline_batcher_open(const struct cfg_job *job, const char *path, const cha
 	*out = NULL;
 	if (!b)
 		return -ENOMEM;
+	b->spool_fd = -1;
 	int rc = engine_open(&b->e, job, path);
 	if (rc < 0) {
 		engine_free(&b->e);
@@ -608,6 +849,107 @@ int pipeline_batcher_open(const struct cfg_job *job, const char *path, const cha
 	return 0;
 }
 
+/* Reads exactly n bytes: -EBADMSG when the file ends first. */
+static int read_all(int fd, void *p, size_t n)
+{
+	char *c = p;
+	while (n > 0) {
+		ssize_t r = read(fd, c, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EBADMSG;
+		c += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+int pipeline_spool_open(const char *spool_path, size_t expected_batches, struct pipe_batcher **out)
+{
+	unsigned char magic[SPOOL_MAGIC_LEN], t[SPOOL_TRAILER];
+	struct pipe_batcher *b = NULL;
+	struct stat st;
+	int rc, fd;
+
+	*out = NULL;
+	fd = open(spool_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = -EBADMSG;
+	if (!S_ISREG(st.st_mode) || st.st_size < SPOOL_MAGIC_LEN + SPOOL_TRAILER)
+		goto fail;
+	uint64_t size = (uint64_t)st.st_size, trailer = size - SPOOL_TRAILER;
+	ssize_t got = pread(fd, t, sizeof(t), (off_t)trailer);
+	if (got != (ssize_t)sizeof(t)) {
+		rc = got < 0 ? -errno : -EBADMSG;
+		goto fail;
+	}
+	if (get_le32(t) != 0 || get_le64(t + 4) != expected_batches || get_le64(t + 12) != trailer ||
+	    get_le64(t + 20) != sum_of(0, 0, t, 20))
+		goto fail;
+	rc = read_all(fd, magic, sizeof(magic));
+	if (rc < 0)
+		goto fail;
+	rc = -EBADMSG;
+	if (memcmp(magic, SPOOL_MAGIC, SPOOL_MAGIC_LEN) != 0)
+		goto fail;
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	b->spool_fd = fd;
+	b->spool_left = trailer - SPOOL_MAGIC_LEN;
+	b->spool_batches = expected_batches;
+	*out = b;
+	return 0;
+fail:
+	close(fd);
+	return rc;
+}
+
+static int spool_next(struct pipe_batcher *b, struct strbuf *body, size_t *rows, size_t *index)
+{
+	unsigned char head[SPOOL_REC_HEAD], sum[SPOOL_SUM];
+	int rc;
+
+	if (b->index == b->spool_batches)
+		return b->spool_left == 0 ? 0 : -EBADMSG;
+	if (b->spool_left < SPOOL_REC_HEAD + SPOOL_SUM)
+		return -EBADMSG;
+	rc = read_all(b->spool_fd, head, sizeof(head));
+	if (rc < 0)
+		return rc;
+	uint32_t n = get_le32(head);
+	uint64_t len = get_le64(head + 4);
+	if (n == 0 || n > PIPE_MAX_BATCH || len > b->spool_left - SPOOL_REC_HEAD - SPOOL_SUM ||
+	    len > SIZE_MAX - 1)
+		return -EBADMSG;
+	strbuf_reset(body);
+	rc = strbuf_reserve(body, (size_t)len + 1);
+	if (rc == 0)
+		rc = read_all(b->spool_fd, body->data, (size_t)len);
+	if (rc == 0)
+		rc = read_all(b->spool_fd, sum, sizeof(sum));
+	if (rc < 0)
+		return rc;
+	if (get_le64(sum) != sum_of(n, len, body->data, (size_t)len))
+		return -EBADMSG;
+	body->len = (size_t)len;
+	body->data[body->len] = '\0';
+	b->spool_left -= SPOOL_REC_HEAD + len + SPOOL_SUM;
+	*rows = n;
+	*index = b->index++;
+	return 1;
+}
+
 int pipeline_batcher_next(struct pipe_batcher *b, struct strbuf *body, size_t *rows, size_t *index)
 {
 	struct engine *e = &b->e;
@@ -615,6 +957,8 @@ int pipeline_batcher_next(struct pipe_batcher *b, struct strbuf *body, size_t *r
 	int rc;
 
 	*rows = 0;
+	if (b->spool_fd >= 0)
+		return spool_next(b, body, rows, index);
 	if (b->done)
 		return 0;
 	rc = batch_start(&e->batch, body);
@@ -659,6 +1003,8 @@ void pipeline_batcher_free(struct pipe_batcher *b)
 {
 	if (!b)
 		return;
+	if (b->spool_fd >= 0)
+		close(b->spool_fd);
 	engine_free(&b->e);
 	free(b);
 }

@@ -68,6 +68,25 @@ int pipeline_batcher_open(const struct cfg_job *job, const char *path, const cha
 int pipeline_batcher_next(struct pipe_batcher *b, struct strbuf *body, size_t *rows, size_t *index);
 void pipeline_batcher_free(struct pipe_batcher *b);
 
+/* Pass 1 and the bodies at once, so that the file is parsed only once:
+ * pipeline_validate() as above, and every request body exactly as
+ * pipeline_batcher_next() would produce it (same rows, splits and bytes) is
+ * streamed to spool_path (created O_EXCL, mode 0600; a stale one is removed
+ * first; fsync'd when complete). When the file is not to be posted
+ * (s->file_error, s->over_budget) or on an error, no spool is left.
+ * spool_path NULL: exactly pipeline_validate(). Memory does not grow with
+ * the file (one batch body at a time). */
+int pipeline_validate_spool(const struct cfg_job *job, const char *path, const char *display_name,
+			    const char *reject_path, const char *spool_path, struct pipe_summary *s);
+
+/* Pass 2 from a spool written by pipeline_validate_spool(): a batcher whose
+ * pipeline_batcher_next() yields the spooled bodies in order (index 0..n-1)
+ * and that pipeline_batcher_free() frees. expected_batches: s->n_batches of
+ * that pass 1. -EBADMSG when the spool is truncated, damaged or of another
+ * batch count (at open, or from pipeline_batcher_next() for a damaged
+ * batch, before it is returned): validate the staged file again. */
+int pipeline_spool_open(const char *spool_path, size_t expected_batches, struct pipe_batcher **out);
+
 /* The manual entry (create-profile): one record of attribute=value pairs,
  * validated by the same rules against project p. On success body holds a
  * one-row request body as above and 0 is returned; on a rule violation

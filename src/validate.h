@@ -51,7 +51,7 @@ struct validate_ctx {
 	enum empty_policy empty;
 };
 
-/* Validate and normalise value p/n (NUL-terminated at p[n], valid UTF-8,
+/* Validate and normalise value p/n (not necessarily NUL-terminated; valid UTF-8,
  * no NUL bytes) as an attribute of type t. Fills *out on success. */
 typedef enum validate_error (*validate_fn)(const struct validate_ctx *ctx, const char *p, size_t n,
 					   struct validate_out *out);

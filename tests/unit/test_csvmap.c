@@ -99,8 +99,9 @@ static void test_explicit_columns_win_and_skip(void **state)
 	assert_string_equal(m->attr_names[0], "user_id");
 	assert_string_equal(m->attr_names[1], "email");
 	assert_string_equal(m->attr_names[2], "email_subscription");
-	assert_int_equal(m->n_ignored, 1);
-	assert_string_equal(m->ignored[0], "first_name");
+	/* `skip` is the operator's own decision: not imported, not reported as unmapped */
+	assert_int_equal(m->n_ignored, 0);
+	assert_int_equal(m->col_attr[2], -1);
 	csvmap_free(m);
 }
 

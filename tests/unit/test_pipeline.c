@@ -1,8 +1,12 @@
 /* test_pipeline.c — both passes over real files: counts, the reject report,
  * file errors, empty-cell policies, duplicates, the error budget, batch
  * splitting, and every body round-tripped through jansson and compared
- * value by value. Also pipeline_single (create-profile). */
+ * value by value. The spooled pass (pipeline_validate_spool +
+ * pipeline_spool_open) is compared byte for byte with the two passes on
+ * every input, and its file format checked for truncation and damage.
+ * Also pipeline_single (create-profile). */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +24,7 @@
 #include "pipeline.h"
 
 static char tmpdir[] = "/tmp/test_pipeline.XXXXXX";
-static char csv_path[300], rej_path[300];
+static char csv_path[300], rej_path[300], spool_path[300], rej2_path[300];
 
 static struct cfg_attr attrs[] = {
 	{(char[]){"first_name"}, ATTR_STRING},   {(char[]){"loyalty_tier"}, ATTR_STRING},
@@ -52,6 +56,8 @@ static int setup(void **state)
 	job.batch.size = 10000;
 	memset(&sum, 0, sizeof(sum));
 	unlink(rej_path);
+	unlink(rej2_path);
+	unlink(spool_path);
 	return 0;
 }
 
@@ -113,6 +119,115 @@ static json_t *batches(void)
 	pipeline_batcher_free(b);
 	strbuf_free(&body);
 	return all;
+}
+
+static char *slurp_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct strbuf sb = {0};
+	char buf[4096];
+	size_t n;
+	if (!f)
+		return NULL;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		strbuf_append(&sb, buf, n);
+	fclose(f);
+	*len = sb.len;
+	return sb.data ? sb.data : strdup("");
+}
+
+static void same_summary(const struct pipe_summary *a, const struct pipe_summary *b)
+{
+	assert_int_equal(a->bytes, b->bytes);
+	assert_int_equal(a->rows_read, b->rows_read);
+	assert_int_equal(a->rows_valid, b->rows_valid);
+	assert_int_equal(a->rows_rejected, b->rows_rejected);
+	assert_int_equal(a->duplicates, b->duplicates);
+	assert_int_equal(a->n_batches, b->n_batches);
+	assert_int_equal(a->over_budget, b->over_budget);
+	assert_int_equal(a->file_error, b->file_error);
+	assert_string_equal(a->error, b->error);
+	assert_int_equal(a->n_first_rejects, b->n_first_rejects);
+	for (size_t i = 0; i < a->n_first_rejects; i++) {
+		assert_int_equal(a->first_rejects[i].line, b->first_rejects[i].line);
+		assert_string_equal(a->first_rejects[i].message, b->first_rejects[i].message);
+	}
+	assert_int_equal(a->n_columns_sent, b->n_columns_sent);
+	for (size_t i = 0; i < a->n_columns_sent; i++)
+		assert_string_equal(a->columns_sent[i], b->columns_sent[i]);
+	assert_int_equal(a->n_columns_ignored, b->n_columns_ignored);
+	if (a->first_rows_json || b->first_rows_json)
+		assert_string_equal(a->first_rows_json, b->first_rows_json);
+}
+
+/* The spooled way against the two passes, on the file at path: the same
+ * summary and reject report, and every body the same bytes, in the same
+ * order with the same row counts. Returns the number of batches. */
+static size_t spool_equals_two_passes(const char *path, const char *display)
+{
+	struct pipe_summary two, one;
+	assert_int_equal(pipeline_validate(&job, path, display, rej_path, &two), 0);
+	assert_int_equal(pipeline_validate_spool(&job, path, display, rej2_path, spool_path, &one), 0);
+	same_summary(&two, &one);
+	size_t l1 = 0, l2 = 0;
+	char *r1 = slurp_all(rej_path, &l1), *r2 = slurp_all(rej2_path, &l2);
+	assert_true((r1 == NULL) == (r2 == NULL));
+	if (r1) {
+		assert_int_equal(l1, l2);
+		assert_memory_equal(r1, r2, l1);
+	}
+	free(r1);
+	free(r2);
+	size_t n = 0;
+	if (!two.file_error && !two.over_budget) {
+		struct pipe_batcher *a, *b;
+		struct strbuf ba = {0}, bb = {0};
+		size_t ra, rb, ia, ib;
+		int rca, rcb;
+		struct stat st;
+		assert_int_equal(stat(spool_path, &st), 0);
+		assert_int_equal(st.st_mode & 0777, 0600);
+		assert_int_equal(pipeline_batcher_open(&job, path, display, &a), 0);
+		assert_int_equal(pipeline_spool_open(spool_path, one.n_batches, &b), 0);
+		for (;;) {
+			rca = pipeline_batcher_next(a, &ba, &ra, &ia);
+			rcb = pipeline_batcher_next(b, &bb, &rb, &ib);
+			assert_int_equal(rca, rcb);
+			if (rca != 1)
+				break;
+			assert_int_equal(ia, n);
+			assert_int_equal(ib, n);
+			assert_int_equal(ra, rb);
+			if (ba.len != bb.len || memcmp(ba.data, bb.data, ba.len) != 0)
+				fail_msg("batch %zu differs:\npass 2: %s\nspool:  %s", n, ba.data, bb.data);
+			assert_int_equal(bb.data[bb.len], '\0');
+			json_error_t jerr;
+			json_t *j = json_loadb(bb.data, bb.len, 0, &jerr);
+			if (!j)
+				fail_msg("spooled batch %zu is not JSON: %s", n, jerr.text);
+			json_decref(j);
+			n++;
+		}
+		assert_int_equal(rca, 0);
+		assert_int_equal(n, one.n_batches);
+		/* at the end it stays at the end */
+		assert_int_equal(pipeline_batcher_next(b, &bb, &rb, &ib), 0);
+		pipeline_batcher_free(a);
+		pipeline_batcher_free(b);
+		strbuf_free(&ba);
+		strbuf_free(&bb);
+	} else {
+		assert_int_equal(access(spool_path, F_OK), -1); /* no spool of a file not posted */
+	}
+	pipe_summary_free(&two);
+	pipe_summary_free(&one);
+	return n;
+}
+
+static size_t spool_equals(const char *csv)
+{
+	write_csv(csv);
+	return spool_equals_two_passes(csv_path, "in.csv");
 }
 
 static void expect_json(json_t *got, const char *want)
@@ -255,6 +370,17 @@ static void test_formula_risk_flag(void **state)
 			    "2,lifetime_value,number,=1+2,\"u1,=1+2\",1\n"
 			    "4,lifetime_value,number,-,\"u3,-\",1\n");
 	assert_string_equal(sum.first_rejects[0].message, "lifetime_value '=1+2' is not a number");
+}
+
+static void test_error_past_the_header(void **state)
+{
+	validate("user_id,first_name\nu1,x,ab\"c\nu2,y\n");
+	assert_int_equal(sum.rows_rejected, 1);
+	assert_string_equal(sum.first_rejects[0].column, "column 3");
+	assert_string_equal(sum.first_rejects[0].message,
+			    "quote inside an unquoted field in column 'column 3'");
+	assert_string_equal(slurp(rej_path), "line,column,rule,value,raw_row,formula_risk\n"
+					     "2,column 3,csv,,\"u1,x,ab\"\"c\",0\n");
 }
 
 static void test_line_numbers_after_multiline_rows(void **state)
@@ -497,6 +623,220 @@ static void test_deterministic(void **state)
 	strbuf_free(&csv);
 }
 
+/* ---- the spooled pass ------------------------------------------------------ */
+
+static const char *clean_file =
+	"user_id,email,email_subscription,mobile_number,sms_subscription,language,timezone,"
+	"first_name,Internal ref,lifetime_value,last_deposit,vip,preferences,visits\r\n"
+	"u1,sam@example.com,yes,0850123456,1,en-IE,Europe/Dublin,\"Sam \"\"S\"\"\",x,12.5,"
+	"2024-02-29,true,\"[1,2]\",7\r\n"
+	"u2,,,,,,,\"Se\xc3\xa1n\nO'Brien\",y,,,0,,\r\n"
+	"u3,b@example.ie,0,+44 7400 123456,No,ga,UTC,\"tab\there\",z,-1e3,2023-01-01 10:00:00Z,"
+	"FALSE,\"{\"\"a\"\":1}\",0\r\n";
+
+static void test_spool_same_bodies(void **state)
+{
+	assert_int_equal(spool_equals(clean_file), 1);
+	assert_int_equal(spool_equals(defects), 1);
+	/* quotes, blanks around quoted fields, a quote after a space, CR line ends */
+	assert_int_equal(spool_equals("user_id,first_name\n \"u1\" , \"a,b\"  \n\"u2\",\"\"\"\"\n"
+				      "u3,\"x\"y\nu4, \"q\" \"\nu5,\"\\\\back\"\r\nu6,\"multi\r\nline\"\r"
+				      "u7,\"cr\rin\"\n\"u8\"\"x\",\"\"\n"),
+			 1);
+	/* UTF-8 (valid and not) in mapped and unmapped columns, NUL, controls */
+	assert_int_equal(spool_equals("user_id,first_name,notes\nu1,Se\xc3\xa1n,\xff\nu2,\xc3(,x\n"
+				      "u3,ok,\xe2\x82\xac\nu4,\x01\x1f,\\\nu5,Zo\xc3\xab,\"\xf0\x9f\x98\x80\"\n"),
+			 1);
+	FILE *f = fopen(csv_path, "wb");
+	fwrite("user_id,first_name\nu1,a\0b\nu2,ok\nu3,\"x\0\"\n", 1, 41, f);
+	fclose(f);
+	assert_int_equal(spool_equals_two_passes(csv_path, "in.csv"), 1);
+	/* header only, a BOM, blank lines, no newline at the end */
+	assert_int_equal(spool_equals("user_id,first_name\n"), 0);
+	assert_int_equal(spool_equals("\xef\xbb\xbfuser_id,first_name\n\n \nu1,x\n\nu2,\"y\""), 1);
+	/* an unterminated quote on the last line is a row error */
+	assert_int_equal(spool_equals("user_id,first_name\nu1,x\nu2,\"open"), 1);
+}
+
+static void test_spool_duplicates_and_splits(void **state)
+{
+	/* the duplicate user_id closes a batch early, in the spool too */
+	assert_int_equal(spool_equals("user_id,first_name\na,1\nb,2\na,3\nc,4\nc,5\n"), 3);
+	assert_int_equal(spool_equals("user_id,first_name\na,1\n\" a \",2\n"), 2);
+	struct strbuf csv = {0};
+	strbuf_puts(&csv, "user_id,first_name,vip\n");
+	for (int i = 0; i < 300; i++)
+		strbuf_printf(&csv, "u%d,\"n,%d\",%s\n", i % 97, i, i % 13 ? "1" : "bad");
+	job.batch.size = 50;
+	assert_int_equal(spool_equals(csv.data), 6);
+	job.batch.size = 10;
+	assert_int_equal(spool_equals(csv.data), 28);
+	/* max_bytes: head 44, each row 19 + ',' */
+	strbuf_reset(&csv);
+	strbuf_puts(&csv, "user_id,first_name\n");
+	for (int i = 0; i < 25; i++)
+		strbuf_printf(&csv, "user%02d,name%02d\n", i, i);
+	job.batch.size = 10000;
+	job.batch.max_bytes = 44 + 19 * 4 + 3 + 2;
+	assert_int_equal(spool_equals(csv.data), 7);
+	/* a row alone over max_bytes is a row error in both */
+	job.batch.max_bytes = 60;
+	assert_int_equal(spool_equals("user_id,first_name\nu1,x\nu2,a-much-longer-value-than-fits\n"), 1);
+	strbuf_free(&csv);
+}
+
+static void test_spool_empty_cells_delimiter_gzip(void **state)
+{
+	const char *csv = "user_id,first_name,vip,email,email_subscription\nu1,,,,\nu2,x,1,a@b.ie,1\n";
+	job.validation.empty_cells = EMPTY_NULL;
+	assert_int_equal(spool_equals(csv), 1);
+	job.validation.empty_cells = EMPTY_STRING;
+	assert_int_equal(spool_equals(csv), 1);
+	job.validation.empty_cells = EMPTY_REJECT;
+	assert_int_equal(spool_equals(csv), 1);
+	job.validation.empty_cells = EMPTY_NULL;
+	job.csv.delimiter = ';';
+	char gz_path[320];
+	snprintf(gz_path, sizeof(gz_path), "%s/in.csv.gz", tmpdir);
+	gzFile gz = gzopen(gz_path, "wb");
+	gzputs(gz, "\xef\xbb\xbfuser_id;first_name\nu1;\"a;b\"\nu2;c\nu3;\"d\ne\"\n");
+	gzclose(gz);
+	assert_int_equal(spool_equals_two_passes(gz_path, "in.csv.gz"), 1);
+	job.csv.delimiter = '\t';
+	assert_int_equal(spool_equals("user_id\tfirst_name\nu1\t\"a\tb\"\nu2\t c \n"), 1);
+}
+
+static void test_spool_not_left_for_files_not_posted(void **state)
+{
+	/* a stale spool is replaced; a file error leaves none */
+	write_csv("junk");
+	FILE *f = fopen(spool_path, "wb");
+	fputs("stale", f);
+	fclose(f);
+	pipe_summary_free(&sum);
+	write_csv("id,first_name\nu1,x\n");
+	assert_int_equal(pipeline_validate_spool(&job, csv_path, "in.csv", NULL, spool_path, &sum), 0);
+	assert_true(sum.file_error);
+	assert_int_equal(access(spool_path, F_OK), -1);
+	/* over budget by rows (stops spooling early) and by percent */
+	const char *csv = "user_id,vip\nu1,1\nu2,x\nu3,y\nu4,1\n";
+	job.validation.max_invalid_rows = 1;
+	assert_int_equal(spool_equals(csv), 0);
+	job.validation.max_invalid_rows = -1;
+	job.validation.max_invalid_percent = 49.9;
+	assert_int_equal(spool_equals(csv), 0);
+	job.validation.max_invalid_percent = 50;
+	assert_int_equal(spool_equals(csv), 1);
+	/* an I/O error on the input: no spool either */
+	pipe_summary_free(&sum);
+	assert_int_equal(pipeline_validate_spool(&job, "/nonexistent/f.csv", "f.csv", NULL, spool_path,
+						 &sum),
+			 -ENOENT);
+	assert_int_equal(access(spool_path, F_OK), -1);
+	/* the spool cannot be created: an error that says so */
+	pipe_summary_free(&sum);
+	write_csv("user_id\nu1\n");
+	assert_int_equal(pipeline_validate_spool(&job, csv_path, "in.csv", NULL, "/nonexistent/x.spool",
+						 &sum),
+			 -ENOENT);
+	assert_string_equal(sum.error,
+			    "cannot create the spool /nonexistent/x.spool: No such file or directory");
+	/* no spool_path: exactly pipeline_validate */
+	pipe_summary_free(&sum);
+	assert_int_equal(pipeline_validate_spool(&job, csv_path, "in.csv", NULL, NULL, &sum), 0);
+	assert_int_equal(sum.rows_valid, 1);
+	assert_int_equal(access(spool_path, F_OK), -1);
+}
+
+/* Writes the spool of a 3-batch file and returns its bytes. */
+static char *spool_of_three(size_t *len)
+{
+	job.batch.size = 2;
+	write_csv("user_id,first_name\nu1,a\nu2,b\nu3,c\nu4,d\nu5,e\n");
+	pipe_summary_free(&sum);
+	assert_int_equal(pipeline_validate_spool(&job, csv_path, "in.csv", NULL, spool_path, &sum), 0);
+	assert_int_equal(sum.n_batches, 3);
+	char *data = slurp_all(spool_path, len);
+	assert_non_null(data);
+	assert_memory_equal(data, "XPSPOOL1", 8);
+	return data;
+}
+
+static void put_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	fclose(f);
+}
+
+/* pipeline_batcher_next() over the spool until it ends or fails. */
+static int drain_spool(size_t expected, size_t *good)
+{
+	struct pipe_batcher *b;
+	struct strbuf body = {0};
+	size_t rows, index;
+	int rc = pipeline_spool_open(spool_path, expected, &b);
+	*good = 0;
+	if (rc < 0)
+		return rc;
+	while ((rc = pipeline_batcher_next(b, &body, &rows, &index)) == 1)
+		(*good)++;
+	pipeline_batcher_free(b);
+	strbuf_free(&body);
+	return rc;
+}
+
+static void test_spool_truncated_or_damaged(void **state)
+{
+	size_t len, good;
+	char *data = spool_of_three(&len);
+	assert_int_equal(drain_spool(3, &good), 0);
+	assert_int_equal(good, 3);
+	/* the batch count is the caller's check too */
+	assert_int_equal(drain_spool(2, &good), -EBADMSG);
+	assert_int_equal(drain_spool(4, &good), -EBADMSG);
+	/* cut anywhere: refused at open, before any batch */
+	for (size_t cut = 0; cut < len; cut++) {
+		put_file(spool_path, data, cut);
+		assert_int_equal(drain_spool(3, &good), -EBADMSG);
+		assert_int_equal(good, 0);
+	}
+	/* one byte changed anywhere: refused, and no damaged body is returned */
+	for (size_t i = 0; i < len; i++) {
+		data[i] ^= 0x20;
+		put_file(spool_path, data, len);
+		int rc = drain_spool(3, &good);
+		if (rc != -EBADMSG)
+			fail_msg("byte %zu changed: rc %d after %zu batches", i, rc, good);
+		data[i] ^= 0x20;
+	}
+	/* a longer file (trailer not at the end) */
+	char *longer = malloc(len + 1);
+	memcpy(longer, data, len);
+	longer[len] = '\n';
+	put_file(spool_path, longer, len + 1);
+	assert_int_equal(drain_spool(3, &good), -EBADMSG);
+	free(longer);
+	free(data);
+	unlink(spool_path);
+	struct pipe_batcher *b = (struct pipe_batcher *)&good; /* must be reset */
+	assert_int_equal(pipeline_spool_open(spool_path, 3, &b), -ENOENT);
+	assert_null(b);
+	pipeline_batcher_free(NULL);
+}
+
+static void test_spool_empty_file(void **state)
+{
+	size_t good;
+	write_csv("user_id,first_name\n");
+	pipe_summary_free(&sum);
+	assert_int_equal(pipeline_validate_spool(&job, csv_path, "in.csv", NULL, spool_path, &sum), 0);
+	assert_int_equal(sum.n_batches, 0);
+	assert_int_equal(drain_spool(0, &good), 0);
+	assert_int_equal(good, 0);
+}
+
 static void test_single(void **state)
 {
 	struct strbuf body = {0};
@@ -543,6 +883,8 @@ static int group_setup(void **state)
 		return -1;
 	snprintf(csv_path, sizeof(csv_path), "%s/in.csv", tmpdir);
 	snprintf(rej_path, sizeof(rej_path), "%s/rejects.csv", tmpdir);
+	snprintf(rej2_path, sizeof(rej2_path), "%s/rejects2.csv", tmpdir);
+	snprintf(spool_path, sizeof(spool_path), "%s/in.csv.spool", tmpdir);
 	return 0;
 }
 
@@ -561,6 +903,7 @@ int main(void)
 		T(test_clean_file_round_trip),
 		T(test_defects_reject_report),
 		T(test_formula_risk_flag),
+		T(test_error_past_the_header),
 		T(test_line_numbers_after_multiline_rows),
 		T(test_unterminated_quote_is_file_error),
 		T(test_file_errors),
@@ -572,6 +915,12 @@ int main(void)
 		T(test_limits_are_row_errors),
 		T(test_nul_byte),
 		T(test_deterministic),
+		T(test_spool_same_bodies),
+		T(test_spool_duplicates_and_splits),
+		T(test_spool_empty_cells_delimiter_gzip),
+		T(test_spool_not_left_for_files_not_posted),
+		T(test_spool_truncated_or_damaged),
+		T(test_spool_empty_file),
 		T(test_single),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
