@@ -265,6 +265,20 @@ static int start_job(struct job_rt *jr, enum run_trigger trigger)
 	const json_t *paused = json_object_get(jr->state, "paused");
 
 	if (paused && !d->opts->dry_run) {
+		/* "Until the configuration changes": a replaced apptoken file resumes. */
+		const char *was = json_string_value(json_object_get(paused, "apptoken_stamp"));
+		char now[96];
+		util_file_stamp(jr->job->project->apptoken_file, now, sizeof(now));
+		if (was && strcmp(was, now) != 0) {
+			log_msg(LOG_NOTICE, "%s: the apptoken file of project '%s' changed; resuming the "
+				"job paused after an authentication failure",
+				jr->job->name, jr->job->project_name);
+			control_job_resume(jr->state, "configuration change", util_now_ms());
+			save_state(jr);
+			paused = NULL;
+		}
+	}
+	if (paused && !d->opts->dry_run) {
 		log_msg(LOG_WARNING,
 			"%s: paused since authentication failed (%s); not run. Fix the apptoken, then "
 			"'xpimportctl resume %s'",

@@ -400,6 +400,21 @@ done:
 	return r;
 }
 
+static void spool_path_of(const struct run_file *f, char *out, size_t size)
+{
+	snprintf(out, size, "%s.spool", f->stage);
+}
+
+/* Staged copy and spool go together. */
+static void unstage(const struct run_file *f)
+{
+	char spool[PATH_MAX + 8];
+
+	spool_path_of(f, spool, sizeof(spool));
+	unlink(f->stage);
+	unlink(spool);
+}
+
 static int op_fetch(struct run *run, struct run_file *f)
 {
 	char part[PATH_MAX + 8];
@@ -415,7 +430,7 @@ static int op_fetch(struct run *run, struct run_file *f)
 		}
 	}
 	unlink(part);
-	unlink(f->stage);
+	unstage(f);
 	int r;
 	if (run->env.upload_path) {
 		r = copy_local_stage(run->env.upload_path,
@@ -446,14 +461,24 @@ static int op_fetch(struct run *run, struct run_file *f)
 	return 0;
 }
 
+/* The spool holds the request bodies pass 1 encoded, so the file is parsed once;
+ * a damaged or missing spool falls back to parsing the staged file again. */
 static int op_validate(struct run *run, struct run_file *f)
 {
-	int r = pipeline_validate(run->job, f->stage, f->e.name, run->env.dry_run ? NULL : f->reject_path,
-				  &f->sum);
+	char spool[PATH_MAX + 8];
+
+	spool_path_of(f, spool, sizeof(spool));
+	int r = pipeline_validate_spool(run->job, f->stage, f->e.name,
+					run->env.dry_run ? NULL : f->reject_path,
+					run->env.dry_run ? NULL : spool, &f->sum);
 	if (r < 0 || f->sum.file_error || f->sum.over_budget || run->env.dry_run)
 		return r;
-	return pipeline_batcher_open(run->job, f->stage, f->e.name, &f->batcher);
+	r = pipeline_spool_open(spool, f->sum.n_batches, &f->batcher);
+	if (r == -EBADMSG || r == -ENOENT)
+		r = pipeline_batcher_open(run->job, f->stage, f->e.name, &f->batcher);
+	return r;
 }
+
 
 static int op_produce(struct run *run, struct run_file *f)
 {
@@ -744,7 +769,7 @@ static void file_fail(struct run *run, struct run_file *f, const char *msg_id, c
 	va_end(ap);
 	f->outcome = FO_FAILED;
 	run->files_failed++;
-	unlink(f->stage); /* not retried for this identity: keep no copy */
+	unstage(f); /* not retried for this identity: keep no copy */
 	run_fail(run, "%s: %s", f->e.name, f->error);
 	run_log(run, LOG_ERR, msg_id, f, NULL, NULL, "%s", f->error);
 	if (!run->env.dry_run && run->env.ledger) {
@@ -827,7 +852,7 @@ static void after_fetch(struct run *run)
 		if (!same || same->state != LF_IMPORTED)
 			same = imported_same_content(run, f);
 		if (same && same->state == LF_IMPORTED) {
-			unlink(f->stage);
+			unstage(f);
 			f->outcome = FO_SKIPPED;
 			run->files_skipped++;
 			snprintf(f->error, sizeof(f->error), "already imported (run %s)", same->run_id);
@@ -838,7 +863,7 @@ static void after_fetch(struct run *run)
 		}
 		const struct ledger_file *dup = ledger_find_sha(run->env.ledger, f->sha, f->e.path);
 		if (dup && run->job->source.skip_duplicate_content) {
-			unlink(f->stage);
+			unstage(f);
 			f->outcome = FO_SKIPPED;
 			run->files_skipped++;
 			snprintf(f->error, sizeof(f->error),
@@ -916,7 +941,7 @@ static void after_validate(struct run *run)
 	}
 	if (run->env.dry_run) {
 		print_dry_run(run, f);
-		unlink(f->stage); /* a dry run keeps no copy of the partner's data */
+		unstage(f); /* a dry run keeps no copy of the partner's data */
 		f->outcome = FO_DRY_RUN;
 		if (f->sum.file_error || f->sum.over_budget)
 			run_fail(run, "%s: %s", f->e.name,
@@ -1097,10 +1122,12 @@ static void on_batch_done(void *ud, const struct api_result *res)
 				"until the configuration changes or 'xpimportctl resume %s'",
 				run->job->project_name, res->http_status, run->job->name);
 			if (run->env.job_state) {
+				char stamp[96];
+				util_file_stamp(run->job->project->apptoken_file, stamp, sizeof(stamp));
 				json_object_set_new(run->env.job_state, "paused",
-						    json_pack("{ss sI si}", "reason", "authentication failed",
+						    json_pack("{ss sI si ss}", "reason", "authentication failed",
 							      "since", (json_int_t)util_now_ms(), "http_status",
-							      res->http_status));
+							      res->http_status, "apptoken_stamp", stamp));
 				save_job_state(run);
 			}
 		}
@@ -1325,7 +1352,7 @@ static void finish_file(struct run *run)
 	run_log(run, LOG_INFO, XP_MSG_FILE_IMPORTED, f, rows, NULL,
 		"imported %" PRIu64 " rows (%" PRIu64 " rejected) in %zu batch%s", f->sum.rows_valid,
 		f->sum.rows_rejected, f->sum.n_batches, f->sum.n_batches == 1 ? "" : "es");
-	unlink(f->stage);
+	unstage(f);
 	record_write(run, "running");
 	start_after(run, true);
 }

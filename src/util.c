@@ -239,6 +239,18 @@ void util_free_secret(char *secret, size_t len)
 	free(secret);
 }
 
+void util_file_stamp(const char *path, char *out, size_t size)
+{
+	struct stat st;
+
+	if (!path || stat(path, &st) < 0) {
+		util_strlcpy(out, "", size);
+		return;
+	}
+	snprintf(out, size, "%llu:%lld:%lld.%09ld", (unsigned long long)st.st_ino,
+		 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
 size_t util_strlcpy(char *dst, const char *src, size_t size)
 {
 	size_t n = strlen(src);

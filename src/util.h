@@ -41,6 +41,10 @@ char *util_resolve_secret_path(const char *name, const char *base_dir);
 int util_read_secret(const char *path, size_t max_len, char **out, size_t *out_len);
 void util_free_secret(char *secret, size_t len);
 
+/* A stamp of a file's identity and version ("INODE:SIZE:MTIME_NS"), without
+ * reading it: tells whether an operator replaced a secret file. "" if absent. */
+void util_file_stamp(const char *path, char *out, size_t size);
+
 /* Copy with truncation, always NUL-terminates when size > 0. */
 size_t util_strlcpy(char *dst, const char *src, size_t size);
 

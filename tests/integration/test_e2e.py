@@ -202,6 +202,15 @@ def test_api_authentication_failure_pauses_the_job(sshd, fakeapi, xpconfig, stat
     assert state["paused"]["reason"] == "authentication failed"
     r = once(cfg, state_dir)
     assert len(fakeapi.imports()) == 1, "a paused job must not post"
+    # the configuration changes (the right token is put back): the job resumes by itself
+    harness.write_secret(fakeapi.token_file, fakeapi.token + "\n")
+    r = once(cfg, state_dir)
+    assert r.returncode == 0, r.stderr
+    assert "apptoken file of project 'main' changed; resuming" in r.stderr
+    assert len(fakeapi.profiles()) == 2
+    state = json.loads((Path(state_dir) / "jobs" / "crm-daily.json").read_text())
+    assert "paused" not in state
+    assert state["history"][-1]["action"] == "resume"
 
 
 def test_move_after_import_with_clash_suffix(sshd, fakeapi, xpconfig, state_dir, csv_drop):
