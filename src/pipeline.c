@@ -410,7 +410,11 @@ static int report_write(struct report *rep, const struct reject *rj, const struc
 	}
 	const char *raw = row ? row->raw : "";
 	size_t raw_len = row ? row->raw_len : 0;
+	/* Any cell of the rejected row that a spreadsheet would run as a formula
+	 * (kept verbatim; the flag tells whoever opens the report). */
 	bool risk = formula_risk(rj->value, rj->value_len) || formula_risk(raw, raw_len);
+	for (size_t i = 0; row && !risk && i < row->n_stored; i++)
+		risk = formula_risk(csvread_field(row, i), row->len[i]);
 	if (fprintf(rep->f, "%llu,", (unsigned long long)rj->line) < 0 ||
 	    csv_cell(rep->f, rj->column, strlen(rj->column)) < 0 || fputc(',', rep->f) == EOF ||
 	    csv_cell(rep->f, rj->rule, strlen(rj->rule)) < 0 || fputc(',', rep->f) == EOF ||

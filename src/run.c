@@ -1013,6 +1013,11 @@ static void after_validate(struct run *run)
 			}
 		}
 	}
+	if (f->sum.duplicates > 0)
+		run_log(run, LOG_NOTICE, NULL, f, NULL, NULL,
+			"%" PRIu64 " repeated user_id%s: batches are posted one at a time so that the "
+			"last row of each profile wins",
+			f->sum.duplicates, f->sum.duplicates == 1 ? "" : "s");
 	if (f->first_batch > 0)
 		run_log(run, LOG_NOTICE, NULL, f, NULL, NULL,
 			"resuming after an interrupted run: %zu of %zu batches were already accepted",
@@ -1203,6 +1208,10 @@ static void fill_batches(struct run *run)
 {
 	struct run_file *f = &run->files[run->cur];
 	int max = run->job->project->max_in_flight > 0 ? run->job->project->max_in_flight : 1;
+	/* A file that repeats a user_id is posted one batch at a time, so that
+	 * the later row reaches the API after the earlier one and wins. */
+	if (f->sum.duplicates > 0)
+		max = 1;
 
 	if (run->stopping)
 		f->stop_sending = true;

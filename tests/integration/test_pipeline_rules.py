@@ -660,10 +660,6 @@ def test_same_user_id_twice_sent_in_file_order_last_wins(sshd, fakeapi, xpconfig
     assert counts(f) == (5, 5, 0, 5)
     assert f["duplicates"] == 2 and f["batches_total"] == 3
 
-
-@pytest.mark.xfail(strict=True, reason="BUG: batches split because of a repeated user_id are "
-                   "posted concurrently (max_in_flight > 1), so the API may apply them out of "
-                   "file order and an earlier row wins")
 def test_same_user_id_last_row_wins_with_batches_in_flight(sshd, fakeapi, xpconfig, state_dir):
     drop(sshd, "crm", "d.csv", DUPS)
     # the first request to arrive is answered (and applied) a second late
@@ -863,8 +859,6 @@ def test_formula_values_kept_verbatim_and_flagged_when_rejected(sshd, fakeapi, x
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG?: formula_risk only looks at the rejected value "
-                   "and the first byte of the raw row, not at the row's other cells")
 def test_formula_in_another_cell_of_a_rejected_row_is_flagged(sshd, fakeapi, xpconfig,
                                                               state_dir):
     drop(sshd, "crm", "f.csv", _csv(HDR, [f"x6,not-an-address,1,{FORMULA}"]))
