@@ -247,20 +247,20 @@ def section_pipeline(bins, csv_path, do_floor, do_naive):
     if do_floor:
         add("1", "libcsv alone (csvfloor), MB/s", floor, "MB/s")
         add("1", "libcsv alone (csvfloor), rows/s", m["floor_rows"], "rows/s", fmt="{:,.0f}")
-    add("1", "pipeline, two parses (pipebench: validate, then batcher), MB/s", m["pipe_mb"],
+    add("1", "pipeline, two parses (old path: validate, then batcher), MB/s", m["pipe_mb"],
         "MB/s")
     add("1", "  rows/s", m["pipe_rows"], "rows/s", fmt="{:,.0f}")
     add("1", "  pass 1: parse+map+validate", m["p1"], "MB/s")
     add("1", "  pass 2: parse+map+validate+encode batches", m["p2"], "MB/s")
     if do_floor:
-        add("1", "ratio pipeline (two parses) / libcsv",
-            [a / b for a, b in zip(m["pipe_mb"], floor)], "×", "≥ 0.5", lambda v: v >= 0.5,
-            fmt="{:.2f}")
+        add("1", "ratio pipeline (two parses, old path) / libcsv",
+            [a / b for a, b in zip(m["pipe_mb"], floor)], "×", fmt="{:.2f}")
         add("1", "ratio one parse (slower of pass 1, 2) / libcsv",
             [min(a, b) / c for a, b, c in zip(m["p1"], m["p2"], floor)], "×", "(≥ 0.5)",
             lambda v: v >= 0.5, fmt="{:.2f}")
     if spool:
-        add("1", "pipeline, one parse + spool (pipebench --spool), MB/s", m["sp_mb"], "MB/s")
+        add("1", "pipeline as the daemon runs it: one parse + spool (pipebench --spool), MB/s",
+            m["sp_mb"], "MB/s")
         add("1", "  rows/s", m["sp_rows"], "rows/s", fmt="{:,.0f}")
         add("1", "  pass 1 + spool the bodies", m["sp1"], "MB/s")
         add("1", "  read the spool back", m["sp2"], "MB/s")
@@ -272,9 +272,8 @@ def section_pipeline(bins, csv_path, do_floor, do_naive):
     if do_naive:
         add("2", "naive Python csv+json (naive_import.py), MB/s", m["naive_mb"], "MB/s")
         add("2", "naive Python, rows/s", m["naive_rows"], "rows/s", fmt="{:,.0f}")
-        add("2", "ratio pipeline (two parses) / naive Python",
-            [a / b for a, b in zip(m["pipe_mb"], m["naive_mb"])], "×", "≥ 8",
-            lambda v: v >= 8, fmt="{:.1f}")
+        add("2", "ratio pipeline (two parses, old path) / naive Python",
+            [a / b for a, b in zip(m["pipe_mb"], m["naive_mb"])], "×", fmt="{:.1f}")
         if spool:
             add("2", "ratio pipeline (one parse + spool) / naive Python",
                 [a / b for a, b in zip(best, m["naive_mb"])], "×", "≥ 8",
@@ -696,12 +695,13 @@ def main():
     load1 = os.getloadavg()
     elapsed = time.monotonic() - t_begin
     if want(1):
-        note("pipeline figures: tests/bench/pipebench.c (pipeline_validate, then every batch of "
-             "pipeline_batcher: the calls src/run.c makes; --spool: pipeline_validate_spool + "
-             "pipeline_spool_open), CSV in the page cache, bodies to /dev/null. "
-             "`xpimportctl import --dry-run` stops after validation (no batch encoding), so it "
-             "does not measure the whole pipeline. naive_import.py validates far less than "
-             "xpimportd (see its docstring) and parses once.")
+        note("pipeline figures: tests/bench/pipebench.c; --spool is what src/run.c does "
+             "(pipeline_validate_spool: one parse that validates and encodes every batch into "
+             "the spool, then pipeline_spool_open reads the bodies back); the two-parse figure "
+             "is the older path (pipeline_validate, then pipeline_batcher), kept for "
+             "comparison. CSV in the page cache, bodies to /dev/null. A dry run validates "
+             "without spooling. naive_import.py validates far less than xpimportd (see its "
+             "docstring) and parses once.")
     if want(3):
         note(f"SFTP: the bench sshd offers only {CIPHER} + {MAC} (libssh2 1.10 has no AES-GCM, "
              f"chacha20-poly1305 or -etm MACs) and the sftp client is given the same; xpimportd's "
