@@ -77,7 +77,6 @@ struct daemon {
 	int runs_total;
 	bool stopping;
 	bool notify;
-	int exit_code;
 	struct control_server *ctl;
 };
 
@@ -708,10 +707,16 @@ static void api_closed(void *ud)
 	(void)ud;
 }
 
+/* Everything should be closed by now; a handle left open is a bug: say so. */
 static void close_walk(uv_handle_t *h, void *arg)
 {
-	if (!uv_is_closing(h))
-		uv_close(h, NULL);
+	int *left = arg;
+	if (uv_is_closing(h))
+		return;
+	(*left)++;
+	log_msg(LOG_ERR, "internal error: a %s handle was left open at exit",
+		uv_handle_type_name(uv_handle_get_type(h)));
+	uv_close(h, NULL);
 }
 
 static void daemon_shutdown(struct daemon *d)
@@ -765,8 +770,6 @@ static void on_signal(uv_signal_t *s, int signum)
 	}
 	if (d->running == 0)
 		daemon_shutdown(d);
-	else
-		d->exit_code = XP_EXIT_OK;
 }
 
 int daemon_main(const struct daemon_opts *opts)
@@ -889,7 +892,8 @@ int daemon_main(const struct daemon_opts *opts)
 		exit_code = XP_EXIT_RUN_FAILED;
 out_run:
 	/* Everything must have been closed; uv_loop_close() returning 0 proves it. */
-	uv_walk(&d.loop, close_walk, NULL);
+	int left = 0;
+	uv_walk(&d.loop, close_walk, &left);
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	r = uv_loop_close(&d.loop);
 	if (r != 0)

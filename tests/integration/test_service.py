@@ -112,6 +112,7 @@ def test_notify_ready_status_watchdog_reload_stop(sshd, fakeapi, xpconfig, state
     assert d.proc.wait(15) == 0
     assert time.monotonic() - t0 < 5
     assert "STOPPING=1" in [m for _, m in notify.messages]
+    assert "internal error" not in d.log()  # every handle closed at exit
 
 
 def test_sigterm_during_import_exits_and_resumes(sshd, fakeapi, xpconfig, state_dir, csv_drop,
