@@ -263,7 +263,7 @@ static void check_duplicate_keys(struct loader *ld, struct node *map)
 	free(refs);
 }
 
-static void report_syntax(struct loader *ld, const yaml_parser_t *p)
+static void report_syntax(struct loader *ld, const yaml_parser_t *p, const char *buf, size_t len)
 {
 	int line = (int)(p->problem_mark.line < INT_MAX ? p->problem_mark.line + 1 : INT_MAX);
 	int col = (int)(p->problem_mark.column < INT_MAX ? p->problem_mark.column + 1 : INT_MAX);
@@ -274,6 +274,19 @@ static void report_syntax(struct loader *ld, const yaml_parser_t *p)
 		return;
 	}
 	if (p->error == YAML_READER_ERROR) {
+		/* libyaml leaves problem_mark unset for reader errors (bad UTF-8, NUL):
+		 * the byte offset says where. Columns count characters, like marks. */
+		size_t off = p->problem_offset < len ? p->problem_offset : len;
+		line = 1;
+		col = 1;
+		for (size_t i = 0; i < off; i++) {
+			if (buf[i] == '\n') {
+				line++;
+				col = 1;
+			} else if (((unsigned char)buf[i] & 0xc0) != 0x80) {
+				col++;
+			}
+		}
 		report(ld, line, col, "invalid input: %s (the file must be UTF-8 text)", problem);
 		return;
 	}
@@ -357,7 +370,7 @@ static bool parse_yaml(struct loader *ld, const char *buf, size_t len, struct no
 	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
 	while (!done && !fatal && !ld->oom && !ld->file_gave_up) {
 		if (!yaml_parser_parse(&parser, &ev)) {
-			report_syntax(ld, &parser);
+			report_syntax(ld, &parser, buf, len);
 			fatal = true;
 			break;
 		}

@@ -334,7 +334,8 @@ int ctl_cmd_history(struct ctl *c)
 		return ex;
 	}
 	free(runs);
-	qsort(refs, n, sizeof(*refs), cmp_run_desc);
+	if (n > 1)
+		qsort(refs, n, sizeof(*refs), cmp_run_desc);
 	if (n > c->limit)
 		n = c->limit;
 

@@ -890,7 +890,7 @@ int daemon_main(const struct daemon_opts *opts)
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	if (opts->once && d.runs_failed > 0)
 		exit_code = XP_EXIT_RUN_FAILED;
-out_run:
+out_run:;
 	/* Everything must have been closed; uv_loop_close() returning 0 proves it. */
 	int left = 0;
 	uv_walk(&d.loop, close_walk, &left);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "control.h"
 #include "ctl_common.h"
 #include "log.h"
@@ -314,6 +316,7 @@ int main(int argc, char **argv)
 	}
 	ex = cmd->fn(&c);
 	cfg_free(c.cfg);
+	uv_library_shutdown(); /* joins the thread pool of import runs; frees its OpenSSL state */
 	if (fflush(stdout) != 0 && ex == CTL_EXIT_OK) {
 		fprintf(stderr, "xpimportctl: cannot write the output: %s\n", strerror(errno));
 		ex = CTL_EXIT_FAILED;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
@@ -145,5 +147,7 @@ int main(int argc, char **argv)
 	}
 	r = daemon_main(&opts);
 	free(jobs);
+	/* Joins libuv's worker threads, so their per-thread state (OpenSSL's) is freed. */
+	uv_library_shutdown();
 	return r;
 }
