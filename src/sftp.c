@@ -1341,6 +1341,15 @@ static int auth_refused(struct sftp_conn *c, struct sftp_error *err, const char 
 	                 c->user, hp, method);
 }
 
+/* libssh2 1.10 reports a transport failure during authentication as a refused
+ * credential: a socket that is closed or reset tells them apart. */
+static bool connection_lost(const struct sftp_conn *c)
+{
+	char b;
+	ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static int authenticate(struct sftp_conn *c, const struct cfg_site *site, const struct secrets *s,
                         struct sftp_error *err)
 {
@@ -1398,8 +1407,15 @@ static int authenticate(struct sftp_conn *c, const struct cfg_site *site, const 
 	if (rc == 0)
 		return 0;
 	(void)sftp_error_from_libssh2(rc, 0, &kind);
-	if (kind == SFTP_ERR_AUTH)
+	if (kind == SFTP_ERR_AUTH && !connection_lost(c))
 		return auth_refused(c, err, method);
+	if (kind == SFTP_ERR_AUTH) {
+		c->broken = true;
+		return set_error(err, SFTP_ERR_CONNECT, -ECONNRESET,
+		                 "the connection was lost while authenticating to %s as '%s' (%s); "
+		                 "this is a network problem, not a refused credential",
+		                 hp, c->user, method);
+	}
 	return conn_fail(c, err, rc, "authenticate as '%s' (%s)", c->user, method);
 }
 

@@ -115,10 +115,6 @@ def test_network_faults(env, leg):
         proxy.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sftp.c authenticate(): a connection reset during "
-                   "publickey authentication is reported as \"authentication as 'USER' to HOST "
-                   "failed (publickey)\" (libssh2 1.10 returns AUTHENTICATION_FAILED for a "
-                   "transport error); it must say the connection was lost")
 @pytest.mark.timeout(120)
 def test_reset_during_authentication_is_not_an_authentication_failure(env):
     e, proxy = _setup(env, "sftp")
