@@ -1143,8 +1143,8 @@ static void on_batch_done(void *ud, const struct api_result *res)
 	case API_GAVE_UP:
 		f->stop_sending = true;
 		if (!f->error[0])
-			snprintf(f->error, sizeof(f->error), "batch %zu not accepted after %d attempts: %s",
-				 slot->index + 1, res->attempts,
+			snprintf(f->error, sizeof(f->error), "batch %zu not accepted after %d attempt%s: %s",
+				 slot->index + 1, res->attempts, res->attempts == 1 ? "" : "s",
 				 res->error[0] ? res->error : (res->message ? res->message : "server error"));
 		break;
 	case API_CANCELLED:
