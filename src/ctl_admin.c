@@ -307,22 +307,10 @@ static int write_job_state(const struct ctl *c, const char *job, const json_t *j
 /* Ask the daemon to make a job-state edit (it holds the state). */
 static int edit_via_daemon(struct ctl *c, json_t *req, json_t **resp)
 {
-	char err[600];
-	int r = ctl_daemon_request(c, req, -1, CTL_STATUS_TIMEOUT_MS, resp, err, sizeof(err));
+	int r = ctl_locked_daemon_request(c, req, -1, CTL_STATUS_TIMEOUT_MS, resp);
 	json_decref(req);
-	if (r < 0) {
-		long pid = 0;
-		state_lock_holder(c->state_dir, &pid);
-		if (r == -ENOENT || r == -ECONNREFUSED)
-			ctl_err(
-			    "the state directory %s is locked by pid %ld (the daemon or an "
-			    "'xpimportctl import'), but the daemon's socket is not reachable (%s); "
-			    "try again when the import finished",
-			    c->state_dir, pid, err);
-		else
-			ctl_err_daemon(c, r, err, "");
-		return CTL_EXIT_UNREACHABLE;
-	}
+	if (r != 0)
+		return r;
 	if (!json_is_true(json_object_get(*resp, "ok"))) {
 		int ex = ctl_daemon_refused(*resp);
 		json_decref(*resp);

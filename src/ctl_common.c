@@ -364,3 +364,23 @@ bool ctl_valid_name(const char *name)
 	return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 &&
 	       strlen(name) < 256;
 }
+
+int ctl_locked_daemon_request(struct ctl *c, json_t *req, int send_fd, int timeout_ms,
+			      json_t **resp)
+{
+	char err[600];
+	int r = ctl_daemon_request(c, req, send_fd, timeout_ms, resp, err, sizeof(err));
+
+	if (r >= 0)
+		return 0;
+	long pid = 0;
+	state_lock_holder(c->state_dir, &pid);
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		ctl_err("the state directory %s is locked by pid %ld (the daemon or an "
+			"'xpimportctl import'), but its control socket is not reachable (%s); "
+			"wait for that import to finish, or check 'systemctl status xpimportd'",
+			c->state_dir, pid, err);
+	else
+		ctl_err_daemon(c, r, err, "");
+	return CTL_EXIT_UNREACHABLE;
+}

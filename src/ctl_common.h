@@ -77,6 +77,11 @@ json_t *ctl_read_job_state(const struct ctl *c, const char *job);
  * with err filled. */
 int ctl_daemon_request(struct ctl *c, json_t *req, int send_fd, int timeout_ms, json_t **resp,
                        char *err, size_t errlen);
+/* ctl_daemon_request() for a state directory the daemon has locked: on a
+ * transport error it says who holds the lock and returns CTL_EXIT_UNREACHABLE;
+ * 0 with *resp otherwise. */
+int ctl_locked_daemon_request(struct ctl *c, json_t *req, int send_fd, int timeout_ms,
+			      json_t **resp);
 /* Say that the daemon could not be asked (err from ctl_daemon_request);
  * hint ends the "not running" message (e.g. " or use ...", may be ""). */
 void ctl_err_daemon(const struct ctl *c, int rc, const char *err, const char *hint);

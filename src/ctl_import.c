@@ -202,25 +202,13 @@ static int import_precheck(struct ctl *c, const struct cfg_job *job, const struc
 
 static int import_via_daemon(struct ctl *c, const struct cfg_job *job, const char *path, int fd)
 {
-	char err[600];
 	json_t *resp = NULL;
 	json_t *req = json_pack("{ss ss ss sb}", "cmd", "import", "job", job->name, "path", path,
 	                        "dry_run", 0);
-	int r = ctl_daemon_request(c, req, fd, -1, &resp, err, sizeof(err));
+	int r = ctl_locked_daemon_request(c, req, fd, -1, &resp);
 	json_decref(req);
-	if (r < 0) {
-		long pid = 0;
-		state_lock_holder(c->state_dir, &pid);
-		if (r == -ENOENT || r == -ECONNREFUSED)
-			ctl_err(
-			    "the state directory %s is locked by pid %ld (the daemon or another "
-			    "'xpimportctl import'), but its control socket is not reachable (%s); "
-			    "wait for that import to finish, or check 'systemctl status xpimportd'",
-			    c->state_dir, pid, err);
-		else
-			ctl_err_daemon(c, r, err, "");
-		return CTL_EXIT_UNREACHABLE;
-	}
+	if (r != 0)
+		return r;
 	if (!json_is_true(json_object_get(resp, "ok"))) {
 		int ex = ctl_daemon_refused(resp);
 		json_decref(resp);
