@@ -77,6 +77,7 @@ struct daemon {
 	int runs_total;
 	bool stopping;
 	bool notify;
+	bool sftp_ready;          /* sftp_global_init() done */
 	struct control_server *ctl;
 };
 
@@ -248,9 +249,34 @@ static void run_done(struct run *run, enum run_outcome outcome, void *ud)
 	maybe_start_queued(d);
 }
 
+/* The TLS and SSH libraries are set up at the first run, not at start: a
+ * daemon waiting for its schedules leaves their pages untouched (idle RSS). */
+static int daemon_clients(struct daemon *d)
+{
+	if (d->api)
+		return 0;
+	if (d->stopping)
+		return -ECANCELED;
+	if (!d->sftp_ready) {
+		int r = sftp_global_init();
+		if (r < 0) {
+			log_msg(LOG_CRIT, "cannot initialise libssh2: %s", strerror(-r));
+			return r;
+		}
+		d->sftp_ready = true;
+	}
+	int r = api_client_new(&d->loop, &d->api);
+	if (r < 0)
+		log_msg(LOG_CRIT, "cannot initialise the HTTP client: %s", strerror(-r));
+	return r;
+}
+
 static int start_job(struct job_rt *jr, enum run_trigger trigger)
 {
 	struct daemon *d = jr->d;
+	int rc = daemon_clients(d);
+	if (rc < 0)
+		return rc;
 	struct run_env env = {
 		.loop = &d->loop,
 		.api = d->api,
@@ -466,6 +492,12 @@ static void on_control(void *ud, const json_t *req, struct control_reply *reply)
 			control_reply_error(reply, "paused", "job %s is paused since the API refused its "
 					    "apptoken; fix it, then 'xpimportctl resume %s'",
 					    jr->job->name, jr->job->name);
+			return;
+		}
+		if (daemon_clients(d) < 0) {
+			close(fd);
+			control_reply_error(reply, NULL, "the daemon cannot set up its HTTP or SSH "
+					    "client; see 'journalctl -u xpimportd'");
 			return;
 		}
 		jr->upload_path = strdup(path);
@@ -820,20 +852,11 @@ int daemon_main(const struct daemon_opts *opts)
 		goto out_cfg;
 	}
 	uv_loop_init(&d.loop);
-	sftp_global_init();
-	r = api_client_new(&d.loop, &d.api);
-	if (r < 0) {
-		log_msg(LOG_CRIT, "cannot initialise the HTTP client: %s", strerror(-r));
-		exit_code = XP_EXIT_STATE;
-		goto out_loop;
-	}
 	d.current = cref_add(&d, cfg);
 	cfg = NULL;
 	r = build_jobs(&d, d.current, &d.jobs);
 	if (r < 0) {
 		exit_code = XP_EXIT_STATE;
-		api_client_close(d.api, api_closed, &d);
-		d.api = NULL;
 		goto out_run;
 	}
 	uv_signal_init(&d.loop, &d.sig_term);
@@ -904,13 +927,11 @@ out_run:;
 		cfg_free(c->cfg);
 		free(c);
 	}
-	sftp_global_cleanup();
+	if (d.sftp_ready)
+		sftp_global_cleanup();
 	state_unlock(d.lock_fd);
 	free(d.state_dir);
 	return exit_code;
-out_loop:
-	uv_loop_close(&d.loop);
-	sftp_global_cleanup();
 out_cfg:
 	if (d.lock_fd >= 0)
 		state_unlock(d.lock_fd);
