@@ -1430,12 +1430,18 @@ static void run_finish(struct run *run)
 	char rows[64], files[64];
 
 	run_set_state(run, RS_DONE);
+	/* A run whose record cannot be written did not succeed as far as the
+	 * operator can tell (the ledger still knows what was imported). */
+	if (record_write(run, outcome) < 0 && !run->failed) {
+		run_fail(run, "cannot write the run record %s", run->record_path);
+		outcome = run->files_imported ? "partial" : "failed";
+		record_write(run, outcome); /* may work once the space is back; best effort */
+	}
 	snprintf(run->summary, sizeof(run->summary),
 		 "%s: %zu file%s imported, %zu failed, %zu skipped; %" PRIu64 " rows read, %" PRIu64
 		 " posted, %" PRIu64 " rejected",
 		 outcome, run->files_imported, run->files_imported == 1 ? "" : "s", run->files_failed,
 		 run->files_skipped, run->rows_read, run->rows_posted, run->rows_rejected);
-	record_write(run, outcome);
 	if (run->env.job_state && !run->env.dry_run) {
 		char fin[40];
 		util_format_time(util_now_ms(), fin, sizeof(fin));
