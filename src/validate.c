@@ -496,28 +496,30 @@ static enum validate_error v_mobile(const struct validate_ctx *ctx, const char *
 	return VALIDATE_OK;
 }
 
-static enum validate_error v_language(const struct validate_ctx *ctx, const char *p, size_t n,
-				      struct validate_out *out)
+/* A trimmed string value that a predicate accepts, sent as given. */
+static enum validate_error checked_string(const struct validate_ctx *ctx, const char *p, size_t n,
+					  struct validate_out *out, bool (*ok)(const char *, size_t),
+					  enum validate_error bad)
 {
 	trim(&p, &n);
 	if (n == 0)
 		return empty(ctx, out);
-	if (!validate_language_code(p, n))
-		return VALIDATE_ELANGUAGE;
+	if (!ok(p, n))
+		return bad;
 	out_string(out, p, n);
 	return VALIDATE_OK;
+}
+
+static enum validate_error v_language(const struct validate_ctx *ctx, const char *p, size_t n,
+				      struct validate_out *out)
+{
+	return checked_string(ctx, p, n, out, validate_language_code, VALIDATE_ELANGUAGE);
 }
 
 static enum validate_error v_timezone(const struct validate_ctx *ctx, const char *p, size_t n,
 				      struct validate_out *out)
 {
-	trim(&p, &n);
-	if (n == 0)
-		return empty(ctx, out);
-	if (!validate_is_timezone(p, n))
-		return VALIDATE_ETIMEZONE;
-	out_string(out, p, n);
-	return VALIDATE_OK;
+	return checked_string(ctx, p, n, out, validate_is_timezone, VALIDATE_ETIMEZONE);
 }
 
 /* JSON's number grammar, as is: no '+', no leading zeros, no NaN/Infinity,
@@ -637,13 +639,7 @@ static bool date_valid(const char *p, size_t n)
 static enum validate_error v_date(const struct validate_ctx *ctx, const char *p, size_t n,
 				  struct validate_out *out)
 {
-	trim(&p, &n);
-	if (n == 0)
-		return empty(ctx, out);
-	if (!date_valid(p, n))
-		return VALIDATE_EDATE;
-	out_string(out, p, n);
-	return VALIDATE_OK;
+	return checked_string(ctx, p, n, out, date_valid, VALIDATE_EDATE);
 }
 
 /* A JSON array or object (jansson's default decoder accepts nothing else
