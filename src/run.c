@@ -121,7 +121,6 @@ struct run {
 	char summary[256];
 
 	uv_timer_t task_timer;
-	bool timer_open;
 	int64_t task_deadline_ms;
 	int64_t started_ms;
 	int64_t mono_start_ms;
@@ -1417,7 +1416,6 @@ static void after_after(struct run *run)
 static void timer_closed(uv_handle_t *h)
 {
 	struct run *run = h->data;
-	run->timer_open = false;
 	enum run_outcome outcome = run->failed ? (run->files_imported ? RUN_PARTIAL : RUN_FAILED)
 					       : RUN_SUCCEEDED;
 	if (run->done)
@@ -1524,7 +1522,6 @@ int run_start(const struct cfg_job *job, const struct run_env *env, enum run_tri
 	state_new_run_id(run->id);
 	uv_timer_init(env->loop, &run->task_timer);
 	run->task_timer.data = run;
-	run->timer_open = true;
 	run->rec = json_pack("{ss ss ss ss ss sb s[]}", "run_id", run->id, "job", job->name, "trigger",
 			     run_trigger_name(trigger), "project", job->project_name, "site",
 			     env->upload_path ? "upload" : job->source.site_name, "dry_run",

@@ -112,7 +112,7 @@ static int cmp_oldest(const void *a, const void *b)
 }
 
 /* Has this file kept its size and mtime for settle_ms? Records the sighting. */
-static int check_settled(const struct cfg_job *job, const struct sftp_entry *e,
+static int check_settled(const struct sftp_entry *e,
 			 const json_t *prev, int64_t now_ms, json_t *sightings, int64_t *stable_for)
 {
 	int64_t since = now_ms;
@@ -163,7 +163,7 @@ int select_files(const struct cfg_job *job, const struct sftp_listing *listing,
 			continue;
 		if (!e->has_mtime)
 			out->no_mtime = true;
-		r = check_settled(job, e, prev, now_ms, out->sightings, &stable_for);
+		r = check_settled(e, prev, now_ms, out->sightings, &stable_for);
 		if (r < 0)
 			return r;
 		if (job->source.settle_ms > 0 && stable_for < job->source.settle_ms) {
